@@ -1,0 +1,71 @@
+# ckanext-harvest: development, test and demo entry points.
+#
+#   make test    set everything up (services, virtualenv, database) and run the suite
+#   make demo    set everything up and serve CKAN with a harvested catalogue
+#
+# Both work from a clean clone on a fresh Debian 12 machine and are idempotent.
+# CKAN_VERSION=2.11.x make test   runs the suite against the newest CKAN 2.11.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CKAN_VERSION ?= 2.12.0
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TEST_INI := test-core.ini
+PYTEST_ARGS ?=
+
+# "2.11.x" means the newest 2.11 release on PyPI.
+CKAN_SPEC := $(if $(filter %.x,$(CKAN_VERSION)),ckan[requirements,dev]==$(patsubst %.x,%.*,$(CKAN_VERSION)),ckan[requirements,dev]==$(CKAN_VERSION))
+STAMP := $(VENV)/.installed-ckan-$(CKAN_VERSION)
+
+.PHONY: help services solr solr-stop venv db test lint demo demo-stop clean
+
+help:
+	@echo "make test    - install services + virtualenv, run the whole test suite"
+	@echo "make demo    - install, run a real harvest, serve CKAN on http://127.0.0.1:5000"
+	@echo "make lint    - ruff and mypy"
+	@echo "CKAN_VERSION=2.11.x make test  - run the suite on the newest CKAN 2.11"
+
+services:
+	@bash dev/services.sh
+
+solr: venv
+	@bash dev/solr.sh start
+
+solr-stop:
+	@bash dev/solr.sh stop
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml pip-requirements.txt dev-requirements.txt
+	@bash dev/services.sh >/dev/null   # build deps (libpq-dev, build-essential)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+	$(BIN)/pip install -q '$(CKAN_SPEC)'
+	$(BIN)/pip install -q -r pip-requirements.txt -r dev-requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	@rm -f $(VENV)/.installed-ckan-*
+	@touch $@
+	@$(BIN)/python -c "import ckan; print('CKAN', ckan.__version__, 'installed in $(VENV)')"
+
+db: services solr venv
+	$(BIN)/ckan -c $(TEST_INI) db init
+	$(BIN)/ckan -c $(TEST_INI) db upgrade -p harvest
+
+test: db
+	$(BIN)/python -m pytest --ckan-ini=$(TEST_INI) tests $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check ckanext tests dev
+	$(BIN)/mypy
+
+demo: services solr venv
+	@bash dev/demo.sh
+
+demo-stop:
+	@bash dev/demo.sh stop
+
+clean:
+	rm -rf $(VENV) .dev build *.egg-info

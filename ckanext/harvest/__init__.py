@@ -1,0 +1,1 @@
+"""ckanext-harvest: the harvesting framework for CKAN."""
