@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-
 from ckan import model
 
 from ckanext.harvest.model import migrations
@@ -12,7 +11,7 @@ TABLES = (
     "harvest_source", "harvest_job", "harvest_object", "harvest_object_extra",
     "harvest_gather_error", "harvest_object_error", "harvest_log",
 )
-T, TS, B, I = "text", "timestamp without time zone", "boolean", "integer"
+T, TS, B, INT = "text", "timestamp without time zone", "boolean", "integer"
 
 # (column, type, nullable) in definition order, as the specification lists them.
 EXPECTED_COLUMNS = {
@@ -32,7 +31,7 @@ EXPECTED_COLUMNS = {
         ("gathered", TS, True), ("fetch_started", TS, True), ("content", T, True),
         ("fetch_finished", TS, True), ("import_started", TS, True),
         ("import_finished", TS, True), ("state", T, True),
-        ("metadata_modified_date", TS, True), ("retry_times", I, True),
+        ("metadata_modified_date", TS, True), ("retry_times", INT, True),
         ("harvest_job_id", T, True), ("harvest_source_id", T, True),
         ("package_id", T, True), ("report_status", T, True),
     ],
@@ -46,7 +45,7 @@ EXPECTED_COLUMNS = {
     ],
     "harvest_object_error": [
         ("id", T, False), ("harvest_object_id", T, True), ("message", T, True),
-        ("stage", T, True), ("line", I, True), ("created", TS, True),
+        ("stage", T, True), ("line", INT, True), ("created", TS, True),
     ],
     "harvest_log": [
         ("id", T, False), ("content", T, False), ("level", "log_level", True),
@@ -105,7 +104,7 @@ def actual_columns() -> dict[str, list[tuple[str, str, bool]]]:
     )
     result: dict[str, list[tuple[str, str, bool]]] = {}
     for table, column, data_type, udt, nullable, default in rows:
-        assert default is None, "{}.{} has a server default".format(table, column)
+        assert default is None, f"{table}.{column} has a server default"
         kind = udt if data_type == "USER-DEFINED" else data_type
         result.setdefault(table, []).append((column, kind, nullable == "YES"))
     return result
@@ -122,7 +121,7 @@ def actual_foreign_keys() -> dict[str, tuple]:
     )
     result = {}
     for name, table, column, target, rule, deferrable, deferred in rows:
-        assert not deferred, "{} must be initially immediate".format(name)
+        assert not deferred, f"{name} must be initially immediate"
         result[name] = (table, column, target, DELETE_RULES[rule], deferrable)
     return result
 

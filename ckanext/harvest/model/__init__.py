@@ -14,14 +14,13 @@ import logging
 from typing import Any, Optional
 
 import sqlalchemy as sa
-from sqlalchemy import event, orm
-from sqlalchemy.exc import InvalidRequestError
-from sqlalchemy.orm import Mapped, mapped_column, relationship
-
 from ckan import model
 from ckan.model.domain_object import DomainObject
 from ckan.model.types import make_uuid
 from ckan.plugins import toolkit
+from sqlalchemy import event, orm
+from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ckanext.harvest.model.enums import (
     UPDATE_FREQUENCIES,
@@ -126,7 +125,7 @@ class HarvestSource(toolkit.BaseModel, HarvestDomainObject):
     )
     next_run: Mapped[Optional[datetime.datetime]] = mapped_column(sa.DateTime)
 
-    jobs: Mapped[list["HarvestJob"]] = relationship(
+    jobs: Mapped[list[HarvestJob]] = relationship(
         "HarvestJob",
         lazy="select",
         back_populates="source",
@@ -141,7 +140,7 @@ class HarvestSource(toolkit.BaseModel, HarvestDomainObject):
     def __str__(self) -> str:
         return self.__repr__()
 
-    def get_jobs(self, status: Optional[str] = None) -> list["HarvestJob"]:
+    def get_jobs(self, status: Optional[str] = None) -> list[HarvestJob]:
         """Return the jobs of this source, optionally only those with ``status``."""
         query = model.Session.query(HarvestJob).filter(HarvestJob.source_id == self.id)
         if status:
@@ -177,7 +176,7 @@ class HarvestJob(toolkit.BaseModel, HarvestDomainObject):
             HarvestObject.harvest_job_id == self.id
         )
 
-    def get_last_finished_object(self) -> Optional["HarvestObject"]:
+    def get_last_finished_object(self) -> Optional[HarvestObject]:
         """Return the job's latest completed object (by ``import_finished``)."""
         return (
             self._objects()
@@ -187,7 +186,7 @@ class HarvestJob(toolkit.BaseModel, HarvestDomainObject):
             .first()
         )
 
-    def get_last_gathered_object(self) -> Optional["HarvestObject"]:
+    def get_last_gathered_object(self) -> Optional[HarvestObject]:
         """Return the job's most recently gathered object."""
         return self._objects().order_by(HarvestObject.gathered.desc()).first()
 
@@ -207,7 +206,7 @@ class HarvestJob(toolkit.BaseModel, HarvestDomainObject):
             return gathered.gathered
         return self.created
 
-    def get_gather_errors(self) -> list["HarvestGatherError"]:
+    def get_gather_errors(self) -> list[HarvestGatherError]:
         """Return the job's gather errors, newest first."""
         return (
             model.Session.query(HarvestGatherError)
@@ -364,7 +363,7 @@ class HarvestObjectError(toolkit.BaseModel, HarvestDomainObject):
         :param stage: ``Fetch``, ``Import``, ``Validation`` or free text
         :param line: optional line number in the source document
         """
-        def _new() -> "HarvestObjectError":
+        def _new() -> HarvestObjectError:
             return cls(message=message, object=object, stage=stage, line=line)
 
         try:
@@ -403,9 +402,10 @@ def harvest_object_before_insert_listener(
     :raises Exception: when the object has neither a source nor a job
     """
     if not target.harvest_source_id or not target.source:
-        if not target.job:
+        job = target.job
+        if not job:
             raise Exception("You must define a Harvest Job for each Harvest Object")
-        target.harvest_source_id = target.job.source.id
+        target.harvest_source_id = job.source.id if job.source else job.source_id
 
 
 event.listen(HarvestObject, "before_insert", harvest_object_before_insert_listener)

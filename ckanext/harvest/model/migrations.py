@@ -8,12 +8,11 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-import sqlalchemy as sa
-
 from ckan.plugins import toolkit
 
 VERSION_TABLE = "harvest_alembic_version"

@@ -29,6 +29,6 @@ def backend_name(config: Mapping[str, Any]) -> str:
         return _ALIASES[value]
     except KeyError:
         raise UnknownBackendError(
-            "Unknown queue backend ckan.harvest.mq.type = {!r}: use 'redis' or "
-            "'amqp'".format(value)
+            f"Unknown queue backend ckan.harvest.mq.type = {value!r}: use 'redis' or "
+            "'amqp'"
         ) from None

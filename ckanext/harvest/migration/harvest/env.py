@@ -11,9 +11,8 @@ from logging.config import fileConfig
 from typing import Any
 
 from alembic import context
-from sqlalchemy import engine_from_config, pool
-
 from ckan.model.meta import metadata
+from sqlalchemy import engine_from_config, pool
 
 config = context.config
 # Callers that manage logging themselves (tests, ckanext.harvest.model.migrations)
@@ -22,11 +21,11 @@ if config.config_file_name and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 NAME = os.path.basename(os.path.dirname(os.path.abspath(__file__)))
-VERSION_TABLE = "{}_alembic_version".format(NAME)
+VERSION_TABLE = f"{NAME}_alembic_version"
 
 
 def include_object(
-    obj: Any, object_name: str, type_: str, reflected: bool, compare_to: Any
+    obj: Any, object_name: Any, type_: Any, reflected: bool, compare_to: Any
 ) -> bool:
     """Limit autogenerate comparisons to this plugin's own tables."""
     if type_ == "table":

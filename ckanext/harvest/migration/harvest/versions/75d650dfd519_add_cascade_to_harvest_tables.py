@@ -33,7 +33,7 @@ FOREIGN_KEYS = (
 
 def _recreate(cascade: bool) -> None:
     for table, column, target, deferrable in FOREIGN_KEYS:
-        name = "{}_{}_fkey".format(table, column)
+        name = f"{table}_{column}_fkey"
         op.drop_constraint(name, table, type_="foreignkey")
         op.create_foreign_key(
             name, table, target, [column], ["id"],

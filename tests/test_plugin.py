@@ -1,0 +1,116 @@
+"""The harvest plugins load into CKAN and declare their configuration."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from ckan import plugins as p
+from ckan.cli.cli import ckan as ckan_cli
+from ckan.exceptions import CkanConfigurationException
+from ckan.plugins import toolkit
+
+from ckanext.harvest import mq
+from ckanext.harvest.harvesters import CKANHarvester, HarvesterBase
+from ckanext.harvest.interfaces import IHarvester
+from ckanext.harvest.plugin import Harvest
+
+DECLARED_KEYS = [
+    "ckan.harvest.mq.type", "ckan.harvest.mq.hostname", "ckan.harvest.mq.port",
+    "ckan.harvest.mq.user_id", "ckan.harvest.mq.password",
+    "ckan.harvest.mq.virtual_host", "ckan.harvest.mq.redis_db",
+    "ckan.harvest.timeout", "ckan.harvest.harvest_source_limit",
+    "ckan.harvest.not_overwrite_fields",
+    "ckanext.harvest.default_dataset_name_append", "ckanext.harvest.user_name",
+    "ckan.harvest.status_mail.errored", "ckan.harvest.status_mail.all",
+    "ckan.harvest.log_scope", "ckan.harvest.log_level",
+    "ckan.harvest.log_timeframe",
+]
+
+
+@pytest.mark.ckan_config("ckan.plugins", "harvest ckan_harvester")
+@pytest.mark.usefixtures("with_plugins")
+class TestLoaded:
+    def test_both_plugins_are_loaded(self):
+        assert p.plugin_loaded("harvest")
+        assert p.plugin_loaded("ckan_harvester")
+        assert isinstance(p.get_plugin("harvest"), Harvest)
+        assert Harvest.startup is False
+
+    def test_ckan_harvester_is_found_as_an_iharvester(self):
+        harvesters = list(p.PluginImplementations(IHarvester))
+
+        assert [h.info()["name"] for h in harvesters] == ["ckan"]
+        assert isinstance(harvesters[0], CKANHarvester)
+        assert isinstance(harvesters[0], HarvesterBase)
+
+    def test_declared_defaults_are_typed(self):
+        config = toolkit.config
+        assert config["ckan.harvest.mq.type"] == "redis"
+        assert config["ckan.harvest.harvest_source_limit"] == 100
+        assert config["ckan.harvest.log_scope"] == -1
+        assert config["ckan.harvest.log_timeframe"] == 30
+        assert config["ckan.harvest.status_mail.all"] is False
+        assert config["ckan.harvest.not_overwrite_fields"] == []
+        assert config["ckanext.harvest.default_dataset_name_append"] == "number-sequence"
+        assert config.get("ckan.harvest.mq.hostname") is None
+
+    @pytest.mark.ckan_config("ckan.harvest.not_overwrite_fields", "notes tags")
+    def test_list_option_is_split_on_spaces(self):
+        assert toolkit.config["ckan.harvest.not_overwrite_fields"] == ["notes", "tags"]
+
+
+def test_config_declaration_lists_every_key_of_the_spec(cli):
+    result = cli.invoke(ckan_cli, ["config", "declaration", "harvest"])
+
+    assert result.exit_code == 0, result.output
+    listed = [
+        line.split(" = ")[0]
+        for line in result.output.splitlines()
+        if re.match(r"^ckan(ext)?\.harvest\.[\w.]+ = ", line)
+    ]
+    assert listed == DECLARED_KEYS
+
+
+def test_config_declaration_documents_each_key(cli):
+    result = cli.invoke(ckan_cli, ["config", "declaration", "harvest", "-d"])
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for key in DECLARED_KEYS:
+        position = next(i for i, line in enumerate(lines) if line.startswith(key + " ="))
+        assert lines[position - 1].startswith("## "), key
+    assert "misspelling ``ampq``" in result.output
+
+
+@pytest.mark.parametrize("value", ["redis", "amqp", "ampq"])
+def test_known_queue_backends_are_accepted_at_start_up(make_app, ckan_config, monkeypatch, value):
+    monkeypatch.setitem(ckan_config, "ckan.plugins", "harvest")
+    monkeypatch.setitem(ckan_config, "ckan.harvest.mq.type", value)
+
+    assert make_app() is not None
+    assert mq.backend_name(toolkit.config) == ("redis" if value == "redis" else "amqp")
+
+
+def test_unknown_queue_backend_stops_start_up_with_a_clear_message(
+    make_app, ckan_config, monkeypatch
+):
+    monkeypatch.setitem(ckan_config, "ckan.plugins", "harvest")
+    monkeypatch.setitem(ckan_config, "ckan.harvest.mq.type", "kafka")
+
+    with pytest.raises(CkanConfigurationException) as error:
+        make_app()
+
+    assert "ckan.harvest.mq.type" in str(error.value)
+
+
+@pytest.mark.parametrize("raw,expected", [
+    (None, "redis"), ("", "redis"), ("redis", "redis"), (" Redis ", "redis"),
+    ("amqp", "amqp"), ("ampq", "amqp"), ("AMQP", "amqp"),
+])
+def test_backend_name_resolves_aliases(raw, expected):
+    assert mq.backend_name({"ckan.harvest.mq.type": raw}) == expected
+
+
+def test_backend_name_rejects_unknown_values():
+    with pytest.raises(mq.UnknownBackendError, match="'kafka'"):
+        mq.backend_name({"ckan.harvest.mq.type": "kafka"})
