@@ -5,7 +5,6 @@ import datetime
 
 import pytest
 import sqlalchemy as sa
-
 from ckan import model
 
 from ckanext.harvest import model as harvest_model
