@@ -11,7 +11,7 @@ SHELL := /bin/bash
 
 CKAN_VERSION ?= 2.12.0
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 TEST_INI := test-core.ini
 PYTEST_ARGS ?=
