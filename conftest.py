@@ -5,6 +5,8 @@ import pytest
 
 from ckanext.harvest.model import migrations
 
+pytest_plugins = ["ckanext.harvest.tests.fixtures"]
+
 
 @pytest.fixture
 def clean_db(reset_db):

@@ -1,15 +1,73 @@
-"""``HarvesterBase``: the base class harvesters build on."""
+"""``HarvesterBase``: the base class harvesters build on.
+
+It gathers the helpers every harvester needs: recording errors, choosing the user to
+act as, giving harvested datasets unique names, creating harvest objects and writing
+the harvested dataset (create or update) while keeping ``harvest_object.current`` and
+``harvest_object.package_id`` consistent.
+"""
 from __future__ import annotations
 
-from typing import Any, Optional
+import enum
+import logging
+import re
+import uuid
+from typing import Any, Optional, Union, cast
 
+import sqlalchemy as sa
+from ckan import model
 from ckan import plugins as p
 from ckan.lib.munge import munge_tag, munge_title_to_name
+from ckan.logic.schema import default_create_package_schema
+from ckan.plugins import toolkit
+from ckan.types import Context, Schema
 
 from ckanext.harvest.interfaces import IHarvester
-from ckanext.harvest.model import HarvestGatherError, HarvestObjectError
+from ckanext.harvest.model import (
+    HarvestGatherError,
+    HarvestJob,
+    HarvestObject,
+    HarvestObjectError,
+    JobStatus,
+    ReportStatus,
+)
 
-__all__ = ["HarvesterBase", "munge_tag", "munge_title_to_name"]
+__all__ = ["HarvesterBase", "NameAppendType", "munge_tag", "munge_title_to_name"]
+
+log = logging.getLogger(__name__)
+
+USER_NAME_OPTION = "ckanext.harvest.user_name"
+NAME_APPEND_OPTION = "ckanext.harvest.default_dataset_name_append"
+NOT_OVERWRITE_OPTION = "ckan.harvest.not_overwrite_fields"
+
+HARVEST_USER_NAME = "harvest"
+IMPORT_STAGE = "Import"
+DEFAULT_API_VERSION = 2
+UNCHANGED = "unchanged"
+NO_REMOTE_DATASETS = "No remote datasets could be identified"
+DEFER_PACKAGE_FKEY = "SET CONSTRAINTS harvest_object_package_id_fkey DEFERRED"
+
+
+class NameAppendType(str, enum.Enum):
+    """How a suffix is added to a dataset name that is already taken."""
+
+    NUMBER_SEQUENCE = "number-sequence"
+    RANDOM_HEX = "random-hex"
+
+
+class PackageDictForm(str, enum.Enum):
+    """The two shapes of dataset dict ``_create_or_update_package`` accepts."""
+
+    REST = "rest"
+    PACKAGE_SHOW = "package_show"
+
+
+_SUFFIX_WIDTH: dict[str, int] = {
+    NameAppendType.NUMBER_SEQUENCE.value: 3,
+    NameAppendType.RANDOM_HEX.value: 5,
+}
+
+NameOrNone = Optional[str]
+PackageResult = Union[bool, str, None]
 
 
 class HarvesterBase(p.SingletonPlugin):
@@ -25,3 +83,421 @@ class HarvesterBase(p.SingletonPlugin):
 
     _save_gather_error = HarvestGatherError.create
     _save_object_error = HarvestObjectError.create
+
+    # --- acting user -------------------------------------------------------
+
+    def _get_user_name(self) -> str:
+        """Return the name of the user the harvester acts as (cached per instance).
+
+        In order: the cached value, config ``ckanext.harvest.user_name``, the
+        sysadmin user ``harvest`` when it exists, the site user (whose dict is kept
+        in ``self._site_user``).
+
+        :returns: a user name
+        """
+        if self._user_name:
+            return self._user_name
+        name = toolkit.config.get(USER_NAME_OPTION)
+        if not name:
+            name = _harvest_sysadmin_name() or self._site_user_name()
+        self._user_name = name
+        return name
+
+    def _site_user_name(self) -> str:
+        """Fetch the site user, keep its dict in ``self._site_user``, return its name."""
+        context = cast(Context, {
+            "model": model, "session": model.Session,
+            "ignore_auth": True, "defer_commit": True,
+        })
+        self._site_user = toolkit.get_action("get_site_user")(context, {})
+        return self._site_user["name"]
+
+    # --- dataset names -----------------------------------------------------
+
+    @classmethod
+    def _gen_new_name(
+        cls,
+        title: str,
+        existing_name: NameOrNone = None,
+        append_type: NameOrNone = None,
+    ) -> NameOrNone:
+        """Return a unique dataset name derived from ``title``.
+
+        :param title: the dataset title (or a name) to derive the name from
+        :param existing_name: the dataset's current name, which it may keep
+        :param append_type: ``number-sequence`` or ``random-hex``; defaults to config
+            ``ckanext.harvest.default_dataset_name_append``
+        :returns: a free name, or None when every numbered variant is taken
+        :raises NotImplementedError: for an unknown ``append_type`` needing a suffix
+        """
+        # The declared default only applies when the ``harvest`` plugin is loaded;
+        # harvesters may run without it (e.g. in other extensions' tests).
+        append_type = (
+            append_type
+            or toolkit.config.get(NAME_APPEND_OPTION)
+            or NameAppendType.NUMBER_SEQUENCE.value
+        )
+        ideal_name = re.sub("-+", "-", munge_title_to_name(title))
+        return cls._ensure_name_is_unique(
+            ideal_name, existing_name=existing_name, append_type=append_type
+        )
+
+    @staticmethod
+    def _ensure_name_is_unique(
+        ideal_name: str,
+        existing_name: NameOrNone = None,
+        append_type: str = NameAppendType.NUMBER_SEQUENCE.value,
+    ) -> NameOrNone:
+        """Return ``ideal_name`` or, when another dataset has it, a suffixed variant.
+
+        :param ideal_name: the preferred name (truncated to the maximum length)
+        :param existing_name: the dataset's current name: never counted as taken,
+            and kept when it already starts with ``ideal_name``
+        :param append_type: ``number-sequence`` (1 to 999) or ``random-hex``
+            (5 hex characters)
+        :returns: a free name, or None after 999 numbered collisions
+        :raises NotImplementedError: for any other ``append_type``, when a suffix
+            could be needed
+        """
+        max_length = model.PACKAGE_NAME_MAX_LENGTH
+        ideal_name = ideal_name[:max_length]
+        if existing_name == ideal_name:
+            return ideal_name
+        width = _SUFFIX_WIDTH.get(append_type)
+        if width is None:
+            raise NotImplementedError("append_type cannot be %s" % append_type)
+        taken = _names_starting_with(ideal_name[: max_length - width])
+        taken.discard(existing_name)
+        if ideal_name not in taken:
+            return ideal_name
+        if existing_name and existing_name.startswith(ideal_name):
+            return existing_name
+        if append_type == NameAppendType.NUMBER_SEQUENCE:
+            return _first_free_numbered_name(ideal_name, taken)
+        return ideal_name[: max_length - width] + str(uuid.uuid4())[:width]
+
+    # --- gather helpers ----------------------------------------------------
+
+    def _create_harvest_objects(
+        self, remote_ids: list[str], harvest_job: HarvestJob
+    ) -> Optional[list[str]]:
+        """Create one harvest object per remote id for ``harvest_job``.
+
+        :param remote_ids: the remote identifiers, stored as the objects' ``guid``
+        :param harvest_job: the job being gathered
+        :returns: the new objects' ids, or None (after recording a gather error)
+            when ``remote_ids`` is empty or saving fails
+        """
+        try:
+            if not remote_ids:
+                self._save_gather_error(NO_REMOTE_DATASETS, harvest_job)
+                return None
+            object_ids = []
+            for remote_id in remote_ids:
+                obj = HarvestObject(guid=remote_id, job=harvest_job)
+                obj.save()
+                object_ids.append(obj.id)
+            return object_ids
+        except Exception as e:  # noqa: BLE001 - reported as a gather error
+            log.exception("Could not create the harvest objects of job %s", harvest_job.id)
+            self._save_gather_error("%r" % e, harvest_job)
+            return None
+
+    @classmethod
+    def last_error_free_job(cls, harvest_job: HarvestJob) -> Optional[HarvestJob]:
+        """Return the latest clean job of ``harvest_job``'s source, if any.
+
+        A clean job is another ``Finished`` job that was gathered, has no gather
+        error and no object left non-current for a reason other than "not
+        modified".
+
+        :param harvest_job: the job being run (never returned)
+        :returns: the most recently gathered clean job, or None
+        """
+        bad_objects = sa.exists().where(
+            HarvestObject.harvest_job_id == HarvestJob.id,
+            HarvestObject.current.is_(False),
+            HarvestObject.report_status != ReportStatus.NOT_MODIFIED.value,
+        )
+        gather_errors = sa.exists().where(
+            HarvestGatherError.harvest_job_id == HarvestJob.id
+        )
+        return (
+            model.Session.query(HarvestJob)
+            .filter(HarvestJob.source_id == harvest_job.source_id)
+            .filter(HarvestJob.id != harvest_job.id)
+            .filter(HarvestJob.gather_started.isnot(None))
+            .filter(HarvestJob.status == JobStatus.FINISHED.value)
+            .filter(~gather_errors, ~bad_objects)
+            .order_by(HarvestJob.gather_started.desc())
+            .first()
+        )
+
+    # --- writing the dataset -----------------------------------------------
+
+    def _create_or_update_package(
+        self,
+        package_dict: dict[str, Any],
+        harvest_object: HarvestObject,
+        package_dict_form: str = PackageDictForm.REST.value,
+    ) -> PackageResult:
+        """Create the harvested dataset, or update it when the remote is newer.
+
+        ``package_dict['id']`` (the remote id) is used as the local dataset id.
+        The ``rest`` form (extras as a dict, tags and groups as strings) is
+        converted to the action form before calling ``package_create`` /
+        ``package_update``.
+
+        :param package_dict: the dataset, in ``rest`` or ``package_show`` form
+        :param harvest_object: the object being imported; on success it becomes
+            the current object of the dataset
+        :param package_dict_form: ``rest`` or ``package_show``
+        :returns: True when written, ``'unchanged'`` when the local copy is as
+            recent, None on error (recorded as an ``Import`` object error)
+        """
+        assert package_dict_form in (PackageDictForm.REST, PackageDictForm.PACKAGE_SHOW)
+        try:
+            return self._write_package(package_dict, harvest_object, package_dict_form)
+        except toolkit.ValidationError as e:
+            log.exception("Invalid package with GUID %s", harvest_object.guid)
+            model.Session.rollback()
+            message = "Invalid package with GUID %s: %r" % (harvest_object.guid, e.error_dict)
+            self._save_object_error(message, harvest_object, IMPORT_STAGE)
+        except Exception as e:  # noqa: BLE001 - reported as an object error
+            log.exception("Could not import harvest object %s", harvest_object.id)
+            # Drop the half-done write (e.g. a flushed object whose deferred
+            # package_id constraint would fail) before recording the error.
+            model.Session.rollback()
+            self._save_object_error("%r" % e, harvest_object, IMPORT_STAGE)
+        return None
+
+    def _write_package(
+        self, package_dict: dict[str, Any], harvest_object: HarvestObject, form: str
+    ) -> PackageResult:
+        """Body of :meth:`_create_or_update_package`, errors left to the caller."""
+        context = self._package_write_context()
+        if self.config and self.config.get("clean_tags") and "tags" in package_dict:
+            package_dict["tags"] = self._clean_tags(package_dict["tags"])
+        try:
+            existing = self._find_existing_package(package_dict)
+        except toolkit.ObjectNotFound:
+            self._create_package(context, package_dict, harvest_object, form)
+        else:
+            package_dict["name"] = existing["name"]
+            if not _is_newer(package_dict, existing):
+                log.info("Package with GUID %s not updated, skipping", harvest_object.guid)
+                return UNCHANGED
+            self._update_package(context, package_dict, existing, harvest_object, form)
+        model.Session.commit()
+        return True
+
+    def _package_write_context(self) -> Context:
+        """Context of the ``package_create``/``package_update`` calls."""
+        schema: Schema = default_create_package_schema()
+        schema["id"] = [toolkit.get_validator("ignore_missing"),
+                        toolkit.get_validator("unicode_safe")]
+        schema["__junk"] = [toolkit.get_validator("ignore")]
+        return cast(Context, {
+            "model": model,
+            "session": model.Session,
+            "user": self._get_user_name(),
+            "api_version": self._api_version(),
+            "schema": schema,
+            "ignore_auth": True,
+        })
+
+    def _api_version(self) -> int:
+        """``api_version`` of the harvester config (default 2)."""
+        try:
+            return int((self.config or {}).get("api_version", DEFAULT_API_VERSION))
+        except (TypeError, ValueError):
+            raise ValueError("api_version must be an integer") from None
+
+    def _create_package(
+        self,
+        context: Context,
+        package_dict: dict[str, Any],
+        harvest_object: HarvestObject,
+        form: str,
+    ) -> None:
+        """Create the dataset and make ``harvest_object`` its current object."""
+        context.pop("__auth_audit", None)
+        package_dict["name"] = self._gen_new_name(
+            package_dict.get("name") or package_dict["title"]
+        )
+        log.info("Package with GUID %s does not exist, let's create it", harvest_object.guid)
+        harvest_object.current = True
+        harvest_object.package_id = package_dict["id"]
+        model.Session.add(harvest_object)
+        # The object refers to a dataset that package_create is about to insert.
+        model.Session.execute(sa.text(DEFER_PACKAGE_FKEY))
+        model.Session.flush()
+        data_dict = _action_form(package_dict, form, context)
+        toolkit.get_action("package_create")(context, data_dict)
+
+    def _update_package(
+        self,
+        context: Context,
+        package_dict: dict[str, Any],
+        existing: dict[str, Any],
+        harvest_object: HarvestObject,
+        form: str,
+    ) -> None:
+        """Update the dataset and make ``harvest_object`` its current object."""
+        log.info("Package with GUID %s exists and needs to be updated", harvest_object.guid)
+        context["id"] = package_dict["id"]
+        for field in _not_overwrite_fields():
+            if field in existing:
+                package_dict[field] = existing[field]
+        data_dict = _action_form(package_dict, form, context, existing)
+        toolkit.get_action("package_update")(context, data_dict)
+        model.Session.query(HarvestObject).filter(
+            HarvestObject.package_id == package_dict["id"]
+        ).update({"current": False})
+        harvest_object.package_id = package_dict["id"]
+        harvest_object.current = True
+        harvest_object.save()
+
+    def _find_existing_package(self, package_dict: dict[str, Any]) -> dict[str, Any]:
+        """Return the local dataset with ``package_dict['id']`` (override to match
+        differently).
+
+        :param package_dict: the harvested dataset
+        :returns: the local dataset, ``package_show`` form
+        :raises ckan.logic.NotFound: when there is none
+        """
+        context = cast(Context, {
+            "model": model, "session": model.Session, "ignore_auth": True,
+        })
+        return toolkit.get_action("package_show")(context, {"id": package_dict["id"]})
+
+    def _clean_tags(self, tags: list[Any]) -> list[Any]:
+        """Munge tag names with CKAN's ``munge_tag``, dropping empty ones.
+
+        :param tags: tag dicts (``package_show`` form, order kept, no dedupe) or
+            tag strings (deduplicated)
+        :returns: the cleaned tags, in the same form
+        """
+        try:
+            return _clean_tag_dicts(tags)
+        except TypeError:
+            munged = (munge_tag(tag) for tag in tags)
+            return list(dict.fromkeys(tag for tag in munged if tag))
+
+
+# --- module helpers -----------------------------------------------------------
+
+
+def _harvest_sysadmin_name() -> NameOrNone:
+    """Return ``'harvest'`` when a sysadmin user of that name exists."""
+    context = cast(Context, {
+        "model": model, "session": model.Session, "ignore_auth": True,
+    })
+    try:
+        user = toolkit.get_action("user_show")(context, {"id": HARVEST_USER_NAME})
+    except toolkit.ObjectNotFound:
+        return None
+    return HARVEST_USER_NAME if user.get("sysadmin") else None
+
+
+def _names_starting_with(prefix: str) -> set[NameOrNone]:
+    """Names of all datasets (any state or type) starting with ``prefix``."""
+    escaped = re.sub(r"([\\%_])", r"\\\1", prefix)
+    rows = model.Session.query(model.Package.name).filter(
+        model.Package.name.ilike(escaped + "%", escape="\\")
+    )
+    return {row[0] for row in rows}
+
+
+def _first_free_numbered_name(ideal_name: str, taken: set[NameOrNone]) -> NameOrNone:
+    """``ideal_name`` followed by the lowest free number 1..999 (None if none)."""
+    max_length = model.PACKAGE_NAME_MAX_LENGTH
+    for number in range(1, 1000):
+        suffix = str(number)
+        candidate = ideal_name[: max_length - len(suffix)] + suffix
+        if candidate not in taken:
+            return candidate
+    return None
+
+
+def _is_newer(package_dict: dict[str, Any], existing: dict[str, Any]) -> bool:
+    """Whether the harvested dataset must overwrite the local one.
+
+    ``metadata_modified`` values are compared as strings (ISO dates sort
+    correctly); a harvested dict without one always updates.
+    """
+    modified = package_dict.get("metadata_modified")
+    return modified is None or modified > existing.get("metadata_modified", "")
+
+
+def _not_overwrite_fields() -> list[str]:
+    """Fields of ``ckan.harvest.not_overwrite_fields`` (spaces or commas)."""
+    value = toolkit.aslist(toolkit.config.get(NOT_OVERWRITE_OPTION))
+    return [field for item in value for field in item.split(",") if field]
+
+
+def _clean_tag_dicts(tags: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Munge the ``name`` of each tag dict; a TypeError means plain strings."""
+    for tag in tags:
+        tag["name"] = munge_tag(tag["name"])
+    return [tag for tag in tags if tag["name"]]
+
+
+def _action_form(
+    package_dict: dict[str, Any],
+    form: str,
+    context: Context,
+    existing: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """Return ``package_dict`` ready for ``package_create``/``package_update``."""
+    if form == PackageDictForm.PACKAGE_SHOW:
+        return package_dict
+    return _rest_to_action_dict(package_dict, context.get("api_version"), existing)
+
+
+def _rest_to_action_dict(
+    package_dict: dict[str, Any],
+    api_version: Optional[int],
+    existing: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """Convert a legacy REST API dataset dict to the action API form.
+
+    Tags may be a space separated string or a list of names; extras a dict (merged
+    over the existing dataset's extras, as REST updates did); groups a list of
+    names (API version 1) or ids (version 2); a lone ``download_url`` becomes a
+    resource. Values already in action form are kept as they are.
+    """
+    data = dict(package_dict)
+    if "tags" in data:
+        data["tags"] = _rest_tags(data["tags"])
+    if isinstance(data.get("extras"), dict):
+        data["extras"] = _rest_extras(data["extras"], existing)
+    if data.get("groups"):
+        key = "name" if api_version == 1 else "id"
+        data["groups"] = [
+            {key: group} if isinstance(group, str) else group for group in data["groups"]
+        ]
+    download_url = data.pop("download_url", None)
+    if download_url and not data.get("resources"):
+        data["resources"] = [{"url": download_url}]
+    return data
+
+
+def _rest_tags(tags: Any) -> Any:
+    """REST tags (string or list of names) as a list of tag dicts."""
+    if isinstance(tags, str):
+        tags = tags.split()
+    if not isinstance(tags, list):
+        return tags
+    return [{"name": tag} if isinstance(tag, str) else tag for tag in tags]
+
+
+def _rest_extras(
+    extras: dict[str, Any], existing: Optional[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """REST extras (a dict) as a list of key/value dicts, over existing extras."""
+    merged = {
+        extra["key"]: extra["value"] for extra in (existing or {}).get("extras") or []
+    }
+    merged.update(extras)
+    return [{"key": key, "value": value} for key, value in merged.items()]

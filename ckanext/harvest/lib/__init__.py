@@ -1,0 +1,1 @@
+"""The core of the harvest framework; actions and faces call into it."""

@@ -1,0 +1,223 @@
+"""Harvest jobs: creation, sending to the gather queue, abort, completion, schedule."""
+from __future__ import annotations
+
+import calendar
+import datetime
+import logging
+from typing import Any, Optional
+
+import sqlalchemy as sa
+from ckan import model
+from ckan.plugins import toolkit
+from ckan.types import Context
+
+from ckanext.harvest.logic import HarvestJobExists, HarvestSourceInactiveError
+from ckanext.harvest.model import (
+    Frequency,
+    HarvestGatherError,
+    HarvestJob,
+    HarvestObject,
+    HarvestSource,
+    JobStatus,
+    ObjectState,
+)
+
+log = logging.getLogger(__name__)
+
+_TERMINAL_OBJECT_STATES = (ObjectState.COMPLETE.value, ObjectState.ERROR.value)
+_OPEN_JOB_STATES = (JobStatus.NEW.value, JobStatus.RUNNING.value)
+
+
+def utcnow() -> datetime.datetime:
+    """Naive UTC now (the convention of the harvest tables)."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def get_job_or_404(job_id: Any, attr: Optional[str] = None) -> HarvestJob:
+    """Return the job, or raise ``ObjectNotFound``."""
+    job = HarvestJob.get(job_id, attr=attr) if job_id else None
+    if job is None:
+        raise toolkit.ObjectNotFound()
+    return job
+
+
+def has_open_job(source_id: str) -> bool:
+    """True when the source has a ``New`` or ``Running`` job."""
+    return (
+        model.Session.query(HarvestJob.id)
+        .filter(HarvestJob.source_id == source_id)
+        .filter(HarvestJob.status.in_(_OPEN_JOB_STATES))
+        .first()
+        is not None
+    )
+
+
+def create_job(source_id: str) -> HarvestJob:
+    """Insert a ``New`` job for an active source without an open job.
+
+    :raises ObjectNotFound: no such source
+    :raises HarvestSourceInactiveError: the source is inactive
+    :raises HarvestJobExists: the source has a ``New`` or ``Running`` job
+    """
+    source = HarvestSource.get(source_id)
+    if source is None:
+        raise toolkit.ObjectNotFound("Harvest source %s does not exist" % source_id)
+    if not source.active:
+        log.warning("Harvest job cannot be created for inactive source %s", source_id)
+        raise HarvestSourceInactiveError("Can not create jobs on inactive sources")
+    if has_open_job(source_id):
+        log.warning("There is already an unrun job %s for this source", source_id)
+        raise HarvestJobExists("There already is an unrun job for this source")
+    job = HarvestJob(source_id=source_id)
+    job.save()
+    log.info("Harvest job saved %s", job.id)
+    return job
+
+
+def mark_running(job_id: str) -> HarvestJob:
+    """Set a job ``Running`` and commit (before it is published)."""
+    job = get_job_or_404(job_id)
+    job.status = JobStatus.RUNNING.value
+    job.save()
+    return job
+
+
+def abort_job(job: HarvestJob) -> HarvestJob:
+    """Abort a job: ``Finished``, and its unfinished objects become ``ERROR``."""
+    if job.status != JobStatus.FINISHED.value:
+        job.status = JobStatus.FINISHED.value
+        job.save()
+    objects = model.Session.query(HarvestObject).filter(
+        HarvestObject.harvest_job_id == job.id,
+        HarvestObject.state.notin_(_TERMINAL_OBJECT_STATES),
+    )
+    for obj in objects:
+        obj.state = ObjectState.ERROR.value
+        obj.add()
+    model.Session.commit()
+    job_id = job.id
+    model.Session.remove()
+    return get_job_or_404(job_id)
+
+
+def latest_job(source_id: str) -> Optional[HarvestJob]:
+    """The most recently created job of a source."""
+    return (
+        model.Session.query(HarvestJob)
+        .filter(HarvestJob.source_id == source_id)
+        .order_by(HarvestJob.created.desc())
+        .first()
+    )
+
+
+def running_jobs(source_id: Optional[str] = None) -> list[HarvestJob]:
+    """Every ``Running`` job, optionally of one source."""
+    query = model.Session.query(HarvestJob).filter(
+        HarvestJob.status == JobStatus.RUNNING.value
+    )
+    if source_id:
+        query = query.filter(HarvestJob.source_id == source_id)
+    return query.all()
+
+
+def timeout_minutes() -> int:
+    """``ckan.harvest.timeout`` in minutes; 0 means no timeout."""
+    return int(toolkit.config.get("ckan.harvest.timeout") or 0)
+
+
+def close_if_timed_out(job: HarvestJob, timeout: int) -> bool:
+    """Finish a job idle for longer than ``timeout`` minutes, with a gather error.
+
+    :returns: True when the job was closed
+    """
+    last = job.get_last_action_time()
+    now = utcnow()
+    if not timeout or last is None or now - last <= datetime.timedelta(minutes=timeout):
+        return False
+    job.status = JobStatus.FINISHED.value
+    job.finished = now
+    job.save()
+    message = (
+        "Job {id} timeout ({timeout} minutes)\n"
+        "\tJob created: {created}\n"
+        "\tJob gather finished: {gather_finished}\n"
+        "\tJob last action time: {last}\n"
+    ).format(
+        id=job.id, timeout=timeout, created=job.created,
+        gather_finished=job.gather_finished, last=last,
+    )
+    HarvestGatherError.create(message, job)
+    return True
+
+
+def close_if_finished(job: HarvestJob) -> bool:
+    """Finish a gathered job whose objects are all ``COMPLETE`` or ``ERROR``.
+
+    :returns: True when the job was closed
+    """
+    if not job.gather_finished:
+        return False
+    unfinished = (
+        model.Session.query(HarvestObject.id)
+        .filter(HarvestObject.harvest_job_id == job.id)
+        .filter(HarvestObject.state.notin_(_TERMINAL_OBJECT_STATES))
+        .count()
+    )
+    if unfinished:
+        return False
+    last_import = (
+        model.Session.query(sa.func.max(HarvestObject.import_finished))
+        .filter(HarvestObject.harvest_job_id == job.id)
+        .scalar()
+    )
+    job.status = JobStatus.FINISHED.value
+    job.finished = last_import or job.gather_finished
+    job.save()
+    return True
+
+
+def next_run_after(frequency: str, now: datetime.datetime) -> datetime.datetime:
+    """When a source with this frequency runs next.
+
+    :raises Exception: for an unknown (or MANUAL) frequency
+    """
+    days = {
+        Frequency.ALWAYS.value: 0,
+        Frequency.DAILY.value: 1,
+        Frequency.WEEKLY.value: 7,
+        Frequency.BIWEEKLY.value: 14,
+    }
+    if frequency == Frequency.MONTHLY.value:
+        return now + datetime.timedelta(days=calendar.monthrange(now.year, now.month)[1])
+    if frequency not in days:
+        raise Exception("Frequency {} not recognised".format(frequency))
+    return now + datetime.timedelta(days=days[frequency])
+
+
+def sources_due() -> list[HarvestSource]:
+    """Active scheduled sources whose next run is due (or never computed)."""
+    now = utcnow()
+    return (
+        model.Session.query(HarvestSource)
+        .filter(HarvestSource.active.is_(True))
+        .filter(HarvestSource.frequency != Frequency.MANUAL.value)
+        .filter(
+            (HarvestSource.next_run <= now) | (HarvestSource.next_run.is_(None))
+        )
+        .all()
+    )
+
+
+def make_scheduled_jobs(context: Context) -> None:
+    """Create and run the jobs of every due source, then move ``next_run`` on.
+
+    ``next_run`` moves on even when the source already had an open job.
+    """
+    for source in sources_due():
+        data = {"source_id": source.id, "run": True}
+        try:
+            toolkit.get_action("harvest_job_create")(dict(context), data)
+        except HarvestJobExists:
+            log.info("Trying to rerun job for %s skipping", source.id)
+        source.next_run = next_run_after(source.frequency or "", utcnow())
+        source.save()

@@ -1,0 +1,146 @@
+"""Job status e-mails sent when ``harvest_jobs_run`` finishes a job."""
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any
+from urllib.parse import urljoin
+
+from ckan.lib import mailer
+from ckan.plugins import toolkit
+from ckan.types import Context
+
+log = logging.getLogger(__name__)
+
+ERROR_LIMIT = 20
+_NOT_SPECIFIED = "Not specified"
+
+
+def _own_context(context: Context) -> Any:
+    return dict(context, ignore_auth=True)
+
+
+def _report_errors(report: dict[str, Any]) -> tuple[list[str], list[str]]:
+    job_errors = [error["message"] for error in report["gather_errors"][:ERROR_LIMIT]]
+    obj_errors = [
+        error["message"]
+        for entry in list(report["object_errors"].values())[:ERROR_LIMIT]
+        for error in entry["errors"]
+    ]
+    return job_errors, obj_errors
+
+
+def get_mail_extra_vars(
+    context: Context, source_id: str, status: dict[str, Any]
+) -> dict[str, Any]:
+    """The variables of the status e-mail templates.
+
+    :param source_id: the source id
+    :param status: ``harvest_source_show_status`` of the source
+    """
+    last_job = status["last_job"]
+    source = toolkit.get_action("harvest_source_show")(
+        _own_context(context), {"id": source_id}
+    )
+    report = toolkit.get_action("harvest_job_report")(
+        _own_context(context), {"id": last_job["id"]}
+    )
+    job_errors, obj_errors = _report_errors(report)
+    site_url = toolkit.config.get("ckan.site_url")
+    job_url = urljoin(
+        site_url,
+        toolkit.url_for("harvester.job_show", source=source["id"], id=last_job["id"]),
+    )
+    config = source.get("config")
+    stats = last_job.get("stats", {})
+    return {
+        "organization": (source.get("organization") or {}).get("name") or _NOT_SPECIFIED,
+        "site_title": toolkit.config.get("ckan.site_title"),
+        "site_url": site_url,
+        "job_url": job_url,
+        "harvest_source_title": source["title"],
+        "harvest_configuration": _NOT_SPECIFIED if config in (None, "", "{}") else config,
+        "job_finished": last_job["finished"],
+        "job_id": last_job["id"],
+        "job_created": last_job["created"],
+        "records_in_error": str(stats.get("errored", 0)),
+        "records_added": str(stats.get("added", 0)),
+        "records_deleted": str(stats.get("deleted", 0)),
+        "records_updated": str(stats.get("updated", 0)),
+        "error_summary_title": toolkit._("Error Summary"),
+        "obj_errors_title": toolkit._("Document Error"),
+        "job_errors_title": toolkit._("Job Errors"),
+        "obj_errors": obj_errors,
+        "job_errors": job_errors,
+        "errors": job_errors + obj_errors,
+    }
+
+
+def prepare_summary_mail(
+    context: Context, source_id: str, status: dict[str, Any]
+) -> dict[str, str]:
+    """Subject and body of the summary e-mail."""
+    extra_vars = get_mail_extra_vars(context, source_id, status)
+    return {
+        "subject": "{} - Harvesting Job Successful - Summary Notification".format(
+            toolkit.config.get("ckan.site_title")
+        ),
+        "body": toolkit.render("emails/summary_email.txt", extra_vars),
+    }
+
+
+def prepare_error_mail(
+    context: Context, source_id: str, status: dict[str, Any]
+) -> dict[str, str]:
+    """Subject and body of the error e-mail."""
+    extra_vars = get_mail_extra_vars(context, source_id, status)
+    return {
+        "subject": "{} - Harvesting Job - Error Notification".format(
+            toolkit.config.get("ckan.site_title")
+        ),
+        "body": html.unescape(toolkit.render("emails/error_email.txt", extra_vars)),
+    }
+
+
+def send_summary_email(context: Context, source_id: str, status: dict[str, Any]) -> None:
+    """Send the summary e-mail of a source's last job."""
+    send_mail(context, source_id, prepare_summary_mail(context, source_id, status))
+
+
+def send_error_email(context: Context, source_id: str, status: dict[str, Any]) -> None:
+    """Send the error e-mail of a source's last job."""
+    send_mail(context, source_id, prepare_error_mail(context, source_id, status))
+
+
+def send_mail(context: Context, source_id: str, mail: dict[str, str]) -> None:
+    """Send a mail to every notification recipient of the source.
+
+    A recipient the mailer cannot reach is logged and skipped.
+    """
+    recipients = toolkit.get_action("harvest_get_notifications_recipients")(
+        _own_context(context), {"source_id": source_id}
+    )
+    for recipient in recipients:
+        try:
+            mailer.mail_recipient(
+                recipient_name=recipient["name"],
+                recipient_email=recipient["email"],
+                subject=mail["subject"],
+                body=mail["body"],
+            )
+        except mailer.MailerException:
+            log.error(
+                "Sending Harvest-Notification-Mail failed. Message: %s", mail["body"]
+            )
+
+
+def send_status_mail(context: Context, source_id: str, status: dict[str, Any]) -> None:
+    """Send the e-mail the configuration asks for after a job finished."""
+    last_job = status.get("last_job") or {}
+    errors = last_job.get("stats", {}).get("errored", 0)
+    send_all = toolkit.config.get("ckan.harvest.status_mail.all")
+    send_errored = toolkit.config.get("ckan.harvest.status_mail.errored")
+    if errors and (send_all or send_errored):
+        send_error_email(context, source_id, status)
+    elif send_all:
+        send_summary_email(context, source_id, status)

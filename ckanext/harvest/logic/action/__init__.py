@@ -1,0 +1,1 @@
+"""Harvest actions, by CKAN verb (get, create, update, patch, delete)."""

@@ -1,0 +1,238 @@
+"""Read actions of the harvest API."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ckan import model
+from ckan.plugins import toolkit
+from ckan.types import Context, DataDict
+
+from ckanext.harvest.lib import harvesters, jobs, objects, sources
+from ckanext.harvest.logic.dictization import (
+    harvest_job_dictize,
+    harvest_log_dictize,
+    harvest_object_dictize,
+    harvest_source_dictize,
+)
+from ckanext.harvest.model import HarvestJob, HarvestLog, HarvestSource
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "harvest_source_show",
+    "harvest_source_show_status",
+    "harvest_source_list",
+    "harvest_job_show",
+    "harvest_job_report",
+    "harvest_job_list",
+    "harvest_object_show",
+    "harvest_object_list",
+    "harvesters_info_show",
+    "harvest_log_list",
+    "harvest_get_notifications_recipients",
+]
+
+
+@toolkit.side_effect_free
+def harvest_source_show(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Return a harvest source dataset (with ``status`` and ``active``).
+
+    :param id: the id or name of the source
+    :param url: the exact URL of the source, used when ``id`` is not given
+    :returns: the source dataset dict
+    :raises ObjectNotFound: no such source
+    """
+    data_dict = dict(data_dict)
+    if not data_dict.get("id") and data_dict.get("url"):
+        source = HarvestSource.get(data_dict["url"], attr="url")
+        if source is None:
+            raise toolkit.ObjectNotFound()
+        data_dict["id"] = source.id
+    package = toolkit.get_action("package_show")(context, data_dict)
+    package["active"] = package.get("state") == "active"
+    return package
+
+
+@toolkit.side_effect_free
+def harvest_source_show_status(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Return the job count, the last job and the number of datasets of a source.
+
+    :param id: the id of the source (names are not resolved)
+    :returns: ``{'job_count', 'last_job', 'total_datasets'}``
+    """
+    toolkit.check_access("harvest_source_show_status", context, data_dict)
+    return sources.source_status(data_dict.get("id"), context)
+
+
+@toolkit.side_effect_free
+def harvest_source_list(context: Context, data_dict: DataDict) -> list[dict[str, Any]]:
+    """List the harvest sources the caller may read, newest first.
+
+    :param organization_id: only the sources of this organisation (id)
+    :param only_active: only active sources
+    :param only_to_run: only scheduled sources that are due
+    :param return_last_job_status: add each source's last job
+    :returns: a list of source dicts, at most ``ckan.harvest.harvest_source_limit``
+    """
+    last_job_status = toolkit.asbool(data_dict.get("return_last_job_status", False))
+    return [
+        harvest_source_dictize(source, context, last_job_status)
+        for source in _get_sources_for_user(context, data_dict)
+    ]
+
+
+def _get_sources_for_user(context: Context, data_dict: DataDict) -> list[HarvestSource]:
+    return sources.list_sources(context.get("user"), data_dict)
+
+
+@toolkit.side_effect_free
+def harvest_job_show(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Return a harvest job with its statistics.
+
+    :param id: the job id
+    :param attr: match this column instead of ``id``
+    """
+    toolkit.check_access("harvest_job_show", context, data_dict)
+    job = jobs.get_job_or_404(data_dict.get("id"), data_dict.get("attr"))
+    return harvest_job_dictize(job, context)
+
+
+@toolkit.side_effect_free
+def harvest_job_report(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Return the gather errors and per-object errors of a job.
+
+    :param id: the job id
+    """
+    toolkit.check_access("harvest_job_show", context, data_dict)
+    job = jobs.get_job_or_404(data_dict.get("id"))
+    return objects.job_report(job)
+
+
+@toolkit.side_effect_free
+def harvest_job_list(context: Context, data_dict: DataDict) -> list[dict[str, Any]]:
+    """List jobs, newest first (with statistics, without error summaries).
+
+    :param source_id: only the jobs of this source
+    :param status: only the jobs with this status
+    """
+    toolkit.check_access("harvest_job_list", context, data_dict)
+    query = model.Session.query(HarvestJob)
+    if data_dict.get("source_id"):
+        query = query.filter(HarvestJob.source_id == data_dict["source_id"])
+    if data_dict.get("status"):
+        query = query.filter(HarvestJob.status == data_dict["status"])
+    dictize_context = dict(context, return_error_summary=False)
+    return [
+        harvest_job_dictize(job, dictize_context)
+        for job in query.order_by(HarvestJob.created.desc())
+    ]
+
+
+@toolkit.side_effect_free
+def harvest_object_show(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Return a harvest object.
+
+    :param id: the object id (or the value of ``attr``, e.g. a guid)
+    :param attr: column to match instead of ``id``
+    :param dataset_id: a dataset id or name: its current object
+    """
+    toolkit.check_access("harvest_object_show", context, data_dict)
+    if data_dict.get("id"):
+        obj = objects.get_object_or_404(data_dict["id"], data_dict.get("attr"))
+    elif data_dict.get("dataset_id"):
+        obj = objects.current_object_of_dataset(data_dict["dataset_id"])
+    else:
+        raise toolkit.ValidationError(
+            'Please provide either an "id" or a "dataset_id" parameter'
+        )
+    return harvest_object_dictize(obj, context)
+
+
+@toolkit.side_effect_free
+def harvest_object_list(context: Context, data_dict: DataDict) -> list[str]:
+    """Return the ids of the objects of a source.
+
+    :param source_id: the source id (all sources when omitted)
+    :param only_current: only current objects (default True)
+    """
+    toolkit.check_access("harvest_object_list", context, data_dict)
+    only_current = toolkit.asbool(data_dict.get("only_current", True))
+    return objects.object_ids(data_dict.get("source_id"), only_current)
+
+
+@toolkit.side_effect_free
+def harvesters_info_show(context: Context, data_dict: DataDict) -> list[dict[str, Any]]:
+    """Describe every loaded harvester (``info()`` plus ``show_config``)."""
+    toolkit.check_access("harvesters_info_show", context, data_dict)
+    available = []
+    for harvester in harvesters.all_harvesters():
+        if not harvesters.harvester_name(harvester):
+            continue
+        info = dict(harvester.info())
+        info["show_config"] = info.get("form_config_interface", "") == "Text"
+        available.append(info)
+    return available
+
+
+def _int_or(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+@toolkit.side_effect_free
+def harvest_log_list(context: Context, data_dict: DataDict) -> list[dict[str, Any]]:
+    """Return records of the harvest database log, newest first.
+
+    :param level: only records of this level
+    :param limit: how many (default 100); ``per_page`` overrides it
+    :param offset: how many to skip (default 0)
+    """
+    toolkit.check_access("harvest_log_list", context, data_dict)
+    limit = _int_or(data_dict.get("per_page") or data_dict.get("limit", 100), 100)
+    offset = _int_or(data_dict.get("offset", 0), 0)
+    query = model.Session.query(HarvestLog)
+    if data_dict.get("level"):
+        query = query.filter(HarvestLog.level == str(data_dict["level"]).upper())
+    rows = query.order_by(HarvestLog.created.desc()).offset(offset).limit(limit)
+    return [harvest_log_dictize(row, context) for row in rows]
+
+
+def harvest_get_notifications_recipients(
+    context: Context, data_dict: DataDict
+) -> list[dict[str, str]]:
+    """Who receives the status e-mails of a source (chain it to change that).
+
+    :param source_id: the source id
+    :returns: sysadmins then the source organisation's admins, with e-mails
+    """
+    toolkit.check_access("harvest_get_notifications_recipients", context, data_dict)
+    site_user = toolkit.get_action("get_site_user")({"ignore_auth": True}, {})
+    own_context: Any = {"user": site_user["name"], "ignore_auth": True}
+    recipients = [
+        {"name": user.name, "email": user.email}
+        for user in model.Session.query(model.User).filter(
+            model.User.sysadmin.is_(True), model.User.state == "active"
+        )
+        if user.email and user.email.strip()
+    ]
+    source = toolkit.get_action("harvest_source_show")(
+        dict(own_context), {"id": data_dict["source_id"]}
+    )
+    if source.get("organization"):
+        recipients.extend(_org_admins(own_context, source["organization"]["id"]))
+    return recipients
+
+
+def _org_admins(context: Context, org_id: str) -> list[dict[str, str]]:
+    members = toolkit.get_action("member_list")(
+        dict(context), {"id": org_id, "object_type": "user", "capacity": "admin"}
+    )
+    admins = []
+    for user_id, _type, _capacity in members:
+        user = toolkit.get_action("user_show")(dict(context), {"id": user_id})
+        if (user.get("email") or "").strip():
+            admins.append({"name": user["name"], "email": user["email"]})
+    return admins

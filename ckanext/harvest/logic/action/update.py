@@ -1,0 +1,311 @@
+"""Update actions of the harvest API (sources, jobs, objects, scheduling)."""
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Any
+
+from ckan import model
+from ckan.lib.search.index import PackageSearchIndex
+from ckan.plugins import toolkit
+from ckan.types import Context, DataDict
+
+from ckanext.harvest.lib import clearing, jobs, objects, sources
+from ckanext.harvest.lib.mail import (  # noqa: F401 - public names of this module
+    get_mail_extra_vars,
+    prepare_error_mail,
+    prepare_summary_mail,
+    send_error_email,
+    send_mail,
+    send_status_mail,
+    send_summary_email,
+)
+from ckanext.harvest.logic.action.get import harvest_source_show
+from ckanext.harvest.logic.dictization import harvest_job_dictize
+from ckanext.harvest.model import Frequency, HarvestJob
+from ckanext.harvest.utils import DATASET_TYPE_NAME
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "harvest_source_update",
+    "harvest_source_clear",
+    "harvest_source_index_clear",
+    "harvest_source_job_history_clear",
+    "harvest_sources_job_history_clear",
+    "harvest_source_reindex",
+    "harvest_sources_reindex",
+    "harvest_send_job_to_gather_queue",
+    "harvest_job_abort",
+    "harvest_abort_failed_jobs",
+    "harvest_jobs_run",
+    "harvest_objects_import",
+]
+
+_FREQUENCY_LIFE_SPAN = {
+    Frequency.DAILY.value: 1,
+    Frequency.WEEKLY.value: 7,
+    Frequency.BIWEEKLY.value: 14,
+    Frequency.MONTHLY.value: 30,
+}
+DEFAULT_LIFE_SPAN = 7
+
+
+def harvest_source_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Update a harvest source (full replacement, like ``package_update``).
+
+    :param id: the id or name of the source
+    :returns: the updated source dataset
+    """
+    data_dict = dict(data_dict, type=DATASET_TYPE_NAME)
+    context = dict(context, extras_as_string=True)  # type: ignore[assignment]
+    return toolkit.get_action("package_update")(context, data_dict)
+
+
+def harvest_source_clear(context: Context, data_dict: DataDict) -> dict[str, str]:
+    """Delete the datasets harvested by a source, and its jobs and objects.
+
+    :param id: the source id
+    :returns: ``{'id': <source id>}``
+    """
+    toolkit.check_access("harvest_source_clear", context, data_dict)
+    source = sources.get_source_or_404(data_dict.get("id"))
+    toolkit.get_action("harvest_source_index_clear")(dict(context), {"id": source.id})
+    clearing.clear_source(source.id)
+    toolkit.get_action("harvest_source_reindex")(dict(context), {"id": source.id})
+    return {"id": source.id}
+
+
+def harvest_source_index_clear(context: Context, data_dict: DataDict) -> dict[str, str]:
+    """Remove the datasets of a source from the search index.
+
+    :param id: the source id
+    """
+    toolkit.check_access("harvest_source_clear", context, data_dict)
+    source = sources.get_source_or_404(data_dict.get("id"))
+    sources.index_clear(source.id)
+    return {"id": source.id}
+
+
+def harvest_source_job_history_clear(
+    context: Context, data_dict: DataDict
+) -> dict[str, str]:
+    """Delete the jobs and objects of a source (its datasets stay).
+
+    :param id: the source id
+    :param keep_current: keep the jobs and objects of the current datasets
+    """
+    toolkit.check_access("harvest_source_clear", context, data_dict)
+    source = sources.get_source_or_404(data_dict.get("id"))
+    clearing.clear_job_history(
+        source.id, toolkit.asbool(data_dict.get("keep_current", False))
+    )
+    toolkit.get_action("harvest_source_reindex")(dict(context), {"id": source.id})
+    return {"id": source.id}
+
+
+def harvest_sources_job_history_clear(
+    context: Context, data_dict: DataDict
+) -> list[dict[str, str]]:
+    """Clear the job history of every source, private ones included.
+
+    :param keep_current: keep the jobs and objects of the current datasets
+    """
+    toolkit.check_access("harvest_sources_clear", context, data_dict)
+    results = []
+    for source_id in sources.active_source_ids():
+        try:
+            results.append(toolkit.get_action("harvest_source_job_history_clear")(
+                dict(context),
+                {"id": source_id, "keep_current": data_dict.get("keep_current")},
+            ))
+        except toolkit.ObjectNotFound:
+            continue
+    return results
+
+
+@toolkit.side_effect_free
+def harvest_source_reindex(context: Context, data_dict: DataDict) -> bool:
+    """Re-index a source dataset (needs update permission on it).
+
+    :param id: the source id or name
+    """
+    source_id = toolkit.get_or_bust(data_dict, "id")
+    if not context.get("ignore_auth"):
+        toolkit.check_access("harvest_source_update", dict(context), {"id": source_id})
+    sources.reindex_source(source_id, context)
+    return True
+
+
+@toolkit.side_effect_free
+def harvest_sources_reindex(context: Context, data_dict: DataDict) -> bool:
+    """Re-index every active source dataset (sysadmins)."""
+    toolkit.check_access("harvest_sources_reindex", context, data_dict)
+    for source_id in sources.active_source_ids():
+        sources.reindex_source(source_id, {"defer_commit": True})  # type: ignore[arg-type]
+    PackageSearchIndex().commit()
+    return True
+
+
+def harvest_send_job_to_gather_queue(
+    context: Context, data_dict: DataDict
+) -> dict[str, Any]:
+    """Mark a job ``Running`` and publish it on the gather queue.
+
+    :param id: the job id
+    :raises ValidationError: the source is not active
+    """
+    from ckanext.harvest import queue
+
+    job_id = toolkit.get_or_bust(data_dict, "id")
+    job = toolkit.get_action("harvest_job_show")(dict(context), {"id": job_id})
+    toolkit.check_access("harvest_send_job_to_gather_queue", context, job)
+    source = harvest_source_show(
+        dict(context, ignore_auth=True), {"id": job["source_id"]}  # type: ignore[arg-type]
+    )
+    if not source["active"]:
+        raise toolkit.ValidationError("Source is not active")
+    jobs.mark_running(job_id)
+    publisher = queue.get_gather_publisher()
+    try:
+        publisher.send({"harvest_job_id": job_id})
+    finally:
+        publisher.close()
+    log.info("Sent job %s to the gather queue", job_id)
+    return harvest_job_dictize(jobs.get_job_or_404(job_id), dict(context))
+
+
+def _job_to_abort(context: Context, data_dict: DataDict) -> HarvestJob:
+    reference = data_dict.get("source_id") or data_dict.get("id")
+    if not reference:
+        raise toolkit.ValidationError({"id": ["Missing value"]})
+    try:
+        source = harvest_source_show(dict(context, ignore_auth=True), {"id": reference})
+    except toolkit.ObjectNotFound:
+        return jobs.get_job_or_404(reference)
+    job = jobs.latest_job(source["id"])
+    if job is None:
+        raise toolkit.ObjectNotFound("Error: source has no jobs")
+    return job
+
+
+def harvest_job_abort(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Stop a job: it becomes ``Finished``; unfinished objects become ``ERROR``.
+
+    :param id: the job id, or a source id or name (its latest job)
+    :param source_id: a source id or name (its latest job)
+    """
+    job = _job_to_abort(context, data_dict)
+    toolkit.check_access("harvest_job_abort", context, {"id": job.id, "source_id": job.source_id})
+    aborted = jobs.abort_job(job)
+    log.info("Harvest job %s aborted", aborted.id)
+    return harvest_job_dictize(aborted, dict(context))
+
+
+def _life_span(value: Any) -> int:
+    """Days a job may run; missing, false or unparsable means 7 (quirk Q33)."""
+    try:
+        return int(value) or DEFAULT_LIFE_SPAN
+    except (TypeError, ValueError):
+        return DEFAULT_LIFE_SPAN
+
+
+def _id_list(value: Any) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def harvest_abort_failed_jobs(context: Context, data_dict: DataDict) -> str:
+    """Abort running jobs older than their source's life span (sysadmins).
+
+    :param life_span: days for MANUAL and ALWAYS sources (default 7)
+    :param include: comma-separated source ids to consider exclusively
+    :param exclude: comma-separated source ids to skip
+    """
+    toolkit.check_access("harvest_abort_failed_jobs", context, data_dict)
+    life_span = _life_span(data_dict.get("life_span"))
+    include = _id_list(data_dict.get("include"))
+    exclude = [] if include else _id_list(data_dict.get("exclude"))
+    running = [
+        job for job in jobs.running_jobs() if not include or job.source_id in include
+    ]
+    if not running:
+        return "There is no jobs to abort"
+    aborted = 0
+    for job in running:
+        if job.source_id in exclude:
+            log.info("Excluding source: %s", job.source_id)
+            continue
+        frequency = job.source.frequency if job.source else None
+        days = _FREQUENCY_LIFE_SPAN.get(frequency or "", life_span)
+        if frequency not in _FREQUENCY_LIFE_SPAN and frequency not in (
+            Frequency.MANUAL.value, Frequency.ALWAYS.value
+        ):
+            raise Exception("Frequency {} not recognised".format(frequency))
+        if job.created and job.created < jobs.utcnow() - datetime.timedelta(days=days):
+            result = toolkit.get_action("harvest_job_abort")(dict(context), {"id": job.id})
+            log.info("Aborted job %s: %s", job.id, result["status"])
+            aborted += 1
+        else:
+            log.info("%s running less then %s days. Skipping...", job.id, days)
+    return "Done. Aborted jobs: {}".format(aborted)
+
+
+def _calculate_next_run(frequency: str) -> datetime.datetime:
+    """When a source with this frequency runs next (from now)."""
+    return jobs.next_run_after(frequency, jobs.utcnow())
+
+
+def _make_scheduled_jobs(context: Context, data_dict: DataDict) -> None:
+    """Create the jobs of every due scheduled source."""
+    jobs.make_scheduled_jobs(context)
+
+
+def _finish_job(context: Context, job: HarvestJob) -> None:
+    source_id = job.source_id or ""
+    toolkit.get_action("harvest_source_reindex")(
+        dict(context, ignore_auth=True), {"id": source_id}
+    )
+    status = toolkit.get_action("harvest_source_show_status")(
+        dict(context, ignore_auth=True), {"id": source_id}
+    )
+    send_status_mail(dict(context), source_id, status)
+
+
+def harvest_jobs_run(context: Context, data_dict: DataDict) -> list[Any]:
+    """Start scheduled jobs and close the running ones that are done (cron).
+
+    :param source_id: only look at the jobs of this source (no scheduling)
+    :returns: an empty list
+    """
+    from ckanext.harvest import queue
+
+    toolkit.check_access("harvest_jobs_run", context, data_dict)
+    source_id = data_dict.get("source_id")
+    if not source_id:
+        _make_scheduled_jobs(context, data_dict)
+    timeout = jobs.timeout_minutes()
+    for job in jobs.running_jobs(source_id):
+        if jobs.close_if_timed_out(job, timeout):
+            continue
+        if jobs.close_if_finished(job):
+            _finish_job(context, job)
+    queue.resubmit_jobs()
+    queue.resubmit_objects()
+    return []
+
+
+def harvest_objects_import(context: Context, data_dict: DataDict) -> int:
+    """Run the import stage again for current objects (sysadmins).
+
+    :param guid: the objects with this guid
+    :param source_id: the objects of this source
+    :param harvest_object_id: this object
+    :param package_id: the objects of this dataset (id or name)
+    :returns: the number of objects imported
+    """
+    toolkit.check_access("harvest_objects_import", context, data_dict)
+    to_import = objects.objects_to_import(data_dict, dict(context))
+    for obj in to_import:
+        objects.reimport(obj)
+    model.Session.commit()
+    return len(to_import)

@@ -1,0 +1,234 @@
+"""Validators of harvest source datasets and harvest objects."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Optional
+from urllib.parse import urlparse, urlunparse
+
+from ckan import model
+from ckan.lib.navl.dictization_functions import Invalid, validate
+from ckan.types import Context, FlattenDataDict, FlattenErrorDict, FlattenKey
+
+from ckanext.harvest.lib import harvesters
+from ckanext.harvest.model import UPDATE_FREQUENCIES, HarvestJob, HarvestSource
+from ckanext.harvest.utils import DATASET_TYPE_NAME
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def harvest_source_id_exists(value: Any, context: Context) -> Any:
+    """Check that a ``harvest_source`` row with this id exists."""
+    if not HarvestSource.get(value):
+        raise Invalid("Harvest Source with id %r does not exist." % str(value))
+    return value
+
+
+def harvest_job_exists(value: Any, context: Context) -> HarvestJob:
+    """Check that the job exists; returns the ``HarvestJob`` object itself."""
+    job = HarvestJob.get(value)
+    if not job:
+        raise Invalid("Harvest Job with id %r does not exist." % str(value))
+    return job
+
+
+def _normalize_url(url: str) -> str:
+    """Reduce a URL to scheme, host (without default port) and path without '/'."""
+    parts = urlparse(url)
+    netloc = parts.netloc
+    default_port = _DEFAULT_PORTS.get(parts.scheme)
+    if default_port and netloc.endswith(default_port):
+        netloc = netloc[: -len(default_port)]
+    return urlunparse((parts.scheme, netloc, parts.path.rstrip("/"), None, None, None))
+
+
+def _edited_package_id(data: FlattenDataDict, context: Context) -> Optional[str]:
+    package = context.get("package")
+    if package is not None:
+        return package.id
+    return data.get(("id",))
+
+
+def harvest_source_url_validator(
+    key: FlattenKey, data: FlattenDataDict, errors: FlattenErrorDict, context: Context
+) -> Any:
+    """Refuse a URL (and config) that another harvest source already uses."""
+    new_url = _normalize_url(data[key])
+    new_config = data.get(key[:-1] + ("config",))
+    query = model.Session.query(model.Package.id, model.Package.url).filter(
+        model.Package.type == DATASET_TYPE_NAME
+    )
+    edited = _edited_package_id(data, context)
+    if edited:
+        query = query.filter(model.Package.id != edited)
+    for package_id, url in query:
+        source = HarvestSource.get(package_id)
+        existing_config = source.config if source else None
+        if _normalize_url(url or "") == new_url and existing_config == new_config:
+            raise Invalid(
+                "There already is a Harvest Source for this URL (& config): "
+                "url=%s config=%s" % (new_url, new_config)
+            )
+    return data[key]
+
+
+def harvest_source_type_exists(value: Any, context: Context) -> Any:
+    """Check that a harvester of this type is loaded."""
+    available = harvesters.registered_names()
+    if value not in available:
+        raise Invalid(
+            "Unknown harvester type: %s. Registered types: %r" % (value, available)
+        )
+    return value
+
+
+def harvest_source_config_validator(
+    key: FlattenKey, data: FlattenDataDict, errors: FlattenErrorDict, context: Context
+) -> Any:
+    """Let the source's harvester check (and possibly rewrite) the configuration."""
+    source_type = data.get(key[:-1] + ("source_type",))
+    harvester = harvesters.find_harvester(source_type)
+    if harvester is None or not hasattr(harvester, "validate_config"):
+        return data[key]
+    try:
+        validated = harvester.validate_config(data[key])
+    except Exception as e:  # noqa: BLE001 - any harvester error is a validation error
+        raise Invalid("Error parsing the configuration options: %s" % e) from e
+    if validated is not None:
+        data[key] = validated
+    return data[key]
+
+
+def keep_not_empty_extras(
+    key: FlattenKey, data: FlattenDataDict, errors: FlattenErrorDict, context: Context
+) -> None:
+    """Keep only the truthy unknown keys of ``__extras``."""
+    extras = data.pop(key, {})
+    for extra_key, value in extras.items():
+        if value:
+            data[key[:-1] + (extra_key,)] = value
+
+
+def _all_extra_fields() -> set[str]:
+    fields: set[str] = set()
+    for harvester in harvesters.all_harvesters():
+        if hasattr(harvester, "extra_schema"):
+            fields.update(harvester.extra_schema().keys())
+    return fields
+
+
+def _extra_schema_for(source_type: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"__extras": [keep_not_empty_extras]}
+    harvester = harvesters.find_harvester(source_type)
+    if harvester is not None and hasattr(harvester, "extra_schema"):
+        schema.update(harvester.extra_schema())
+    return schema
+
+
+def _pop_config_extra(extras: list[dict[str, Any]]) -> dict[str, Any]:
+    for position, extra in enumerate(extras):
+        if extra.get("key") == "config":
+            extras.pop(position)
+            try:
+                return json.loads(extra.get("value") or "{}")
+            except ValueError:
+                log.error("Wrong JSON provided in config, skipping")
+                return {}
+    return {}
+
+
+def harvest_source_extra_validator(
+    key: FlattenKey, data: FlattenDataDict, errors: FlattenErrorDict, context: Context
+) -> None:
+    """Validate the fields a harvester adds to the source form (``extra_schema``).
+
+    Accepted values become top-level fields and are merged into the source's
+    JSON ``config`` (see quirk Q20 in the docs).
+    """
+    all_fields = _all_extra_fields()
+    extras = data.get(key, {})
+    source_type = data.get(("source_type",))
+    result, extra_errors = validate(extras, _extra_schema_for(source_type), context)
+    for field in list(result):
+        if field not in all_fields:
+            result.pop(field)
+    for field, value in result.items():
+        data[(field,)] = value
+    for field, field_errors in extra_errors.items():
+        errors[(field,)] = field_errors
+
+    extras_list = data.get(("extras",), [])
+    config = _pop_config_extra(extras_list)
+    config.update(result)
+    if config and not extra_errors:
+        data[("config",)] = json.dumps(config)
+        extras_list.append({"key": "config", "value": data[("config",)]})
+    if extras_list:
+        data[("extras",)] = extras_list
+
+
+def harvest_source_convert_from_config(
+    key: FlattenKey, data: FlattenDataDict, errors: FlattenErrorDict, context: Context
+) -> None:
+    """Copy every top-level key of the JSON ``config`` to the output (show)."""
+    config = data[key]
+    if not config:
+        return
+    try:
+        parsed = json.loads(config)
+    except ValueError:
+        log.error("Wrong JSON provided config, skipping")
+        data[key] = None
+        return
+    if isinstance(parsed, dict):
+        for config_key, value in parsed.items():
+            data[(config_key,)] = value
+
+
+def harvest_source_active_validator(value: Any, context: Context) -> bool:
+    """Coerce ``active`` to a boolean (kept for compatibility; unused)."""
+    if isinstance(value, str):
+        return value.lower() in ("true", "1", "yes", "on")
+    return bool(value)
+
+
+def harvest_source_frequency_exists(value: Any) -> str:
+    """Upper-case the frequency and check it is known; empty means MANUAL."""
+    if value == "":
+        return "MANUAL"
+    if str(value).upper() not in UPDATE_FREQUENCIES:
+        raise Invalid("Frequency %s not recognised" % value)
+    return str(value).upper()
+
+
+def dataset_type_exists(value: Any) -> str:
+    """Harvest sources are always datasets of type ``harvest``."""
+    return DATASET_TYPE_NAME
+
+
+def harvest_object_extras_validator(value: Any, context: Context) -> Any:
+    """Check that harvest object extras are a dict of strings."""
+    if not isinstance(value, dict):
+        raise Invalid("extras must be a dict")
+    for extra_value in value.values():
+        if not isinstance(extra_value, str):
+            raise Invalid("extras must be a dict of strings")
+    return value
+
+
+__all__ = [
+    "harvest_source_id_exists",
+    "harvest_job_exists",
+    "harvest_source_url_validator",
+    "harvest_source_type_exists",
+    "harvest_source_config_validator",
+    "keep_not_empty_extras",
+    "harvest_source_extra_validator",
+    "harvest_source_convert_from_config",
+    "harvest_source_active_validator",
+    "harvest_source_frequency_exists",
+    "dataset_type_exists",
+    "harvest_object_extras_validator",
+]

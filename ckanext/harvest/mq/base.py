@@ -1,0 +1,122 @@
+"""The queue backend protocol shared by the Redis and AMQP implementations.
+
+A backend object is bound to one queue (gather or fetch) of one site. It moves
+JSON messages and knows nothing about jobs, objects or the database: the stage
+drivers in :mod:`ckanext.harvest.queue` decide when a message is acknowledged.
+
+Delivery is *at least once*: a message taken with :meth:`QueueBackend.get` or
+:meth:`QueueBackend.consume` stays owned by its consumer until
+:meth:`QueueBackend.ack`; if the consumer closes or dies first, the message is
+delivered again (AMQP: by the broker; Redis: see :mod:`ckanext.harvest.mq.redis`).
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Iterator, Mapping, Optional
+
+#: How long one blocking wait for a message lasts, in seconds. Must stay well below
+#: the 5 s socket timeout redis-py gives connections made from ``ckan.redis.url``.
+BLOCK_SECONDS = 1.0
+
+
+class BrokerError(Exception):
+    """The broker connection failed; the caller may reconnect and go on."""
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueSpec:
+    """Names of one harvest queue.
+
+    :param name: AMQP queue name, e.g. ``ckan.harvest.<site_id>.gather``
+    :param routing_key: AMQP routing key and Redis list key, e.g.
+        ``ckanext-harvest:<site_id>:harvest_job_id``
+    """
+
+    name: str
+    routing_key: str
+
+    @property
+    def message_key(self) -> str:
+        """The body key holding the id: ``harvest_job_id`` or ``harvest_object_id``."""
+        return self.routing_key.rsplit(":", 1)[-1]
+
+    @property
+    def deduplicate(self) -> bool:
+        """Whether identical pending messages are collapsed (the gather queue)."""
+        return self.message_key == "harvest_job_id"
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """A message taken from a queue.
+
+    :param body: the JSON text as published
+    :param tag: what :meth:`QueueBackend.ack` needs (AMQP delivery tag; Redis: body)
+    :param redelivered: the broker says it delivered this message before
+    :param method: AMQP method frame (None on Redis)
+    :param properties: AMQP message properties (None on Redis)
+    """
+
+    body: str
+    tag: Any
+    redelivered: bool = False
+    method: Any = None
+    properties: Any = None
+
+
+class QueueBackend(abc.ABC):
+    """One queue on one broker connection: publish, get, consume, ack, purge, close."""
+
+    spec: QueueSpec
+
+    @abc.abstractmethod
+    def publish(self, payload: Mapping[str, Any]) -> None:
+        """Send ``payload`` as JSON text; durable once this returns.
+
+        :param payload: e.g. ``{"harvest_job_id": "<id>"}``
+        :raises BrokerError: the broker could not take the message
+        """
+
+    @abc.abstractmethod
+    def get(self) -> Optional[Message]:
+        """Take the next message without waiting.
+
+        :returns: the message (to be acknowledged), or None when the queue is empty
+        """
+
+    @abc.abstractmethod
+    def consume(self, idle_timeout: Optional[float] = None) -> Iterator[Message]:
+        """Yield messages as they arrive, one at a time.
+
+        Waiting on an empty queue is normal and never raises.
+
+        :param idle_timeout: stop after this many seconds without a message
+            (None: never stop)
+        :raises BrokerError: the broker connection was lost
+        """
+
+    @abc.abstractmethod
+    def ack(self, message: Message) -> None:
+        """Confirm that ``message`` was processed: it will not be delivered again."""
+
+    @abc.abstractmethod
+    def reject(self, message: Message) -> None:
+        """Give ``message`` back to the queue to be delivered again soon."""
+
+    @abc.abstractmethod
+    def purge(self) -> int:
+        """Drop every pending message of this queue.
+
+        :returns: the number of messages dropped
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connection; unacknowledged messages return to the queue."""
+
+    def __enter__(self) -> QueueBackend:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()

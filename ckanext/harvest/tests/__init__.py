@@ -1,0 +1,1 @@
+"""Test helpers that downstream harvester suites import (factories, lib, fixtures)."""
