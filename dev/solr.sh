@@ -15,6 +15,9 @@ STATE_DIR="$ROOT/.dev"
 PIDFILE="$STATE_DIR/solr-$PORT.pid"
 LOGFILE="$STATE_DIR/solr-$PORT.log"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
+# The schema version announced to CKAN: 2.11 is accepted by CKAN 2.11 and 2.12,
+# so one running server serves both (CKAN_VERSION=2.11.x make test).
+SCHEMA_VERSION="${SOLR_SCHEMA_VERSION:-2.11}"
 URL="http://$HOST:$PORT/solr"
 
 listening() {
@@ -54,7 +57,8 @@ start() {
     local detach=()
     command -v setsid >/dev/null 2>&1 && detach=(setsid)
     (cd "$ROOT" && nohup "${detach[@]}" "$PYTHON" -m dev.solr_server --host "$HOST" \
-        --port "$PORT" --pidfile "$PIDFILE" >>"$LOGFILE" 2>&1 </dev/null &)
+        --port "$PORT" --pidfile "$PIDFILE" --schema-version "$SCHEMA_VERSION" \
+        >>"$LOGFILE" 2>&1 </dev/null &)
     for _ in $(seq 1 100); do
         if answering; then
             echo "Dev Solr started on $URL (pid $(our_pid || echo '?'), log $LOGFILE)"

@@ -199,6 +199,7 @@ class HarvesterBase(p.SingletonPlugin):
                 object_ids.append(obj.id)
             return object_ids
         except Exception as e:  # noqa: BLE001 - reported as a gather error
+            model.Session.rollback()  # a failed flush leaves the session unusable
             log.exception("Could not create the harvest objects of job %s", harvest_job.id)
             self._save_gather_error("%r" % e, harvest_job)
             return None
@@ -259,15 +260,15 @@ class HarvesterBase(p.SingletonPlugin):
         try:
             return self._write_package(package_dict, harvest_object, package_dict_form)
         except toolkit.ValidationError as e:
-            log.exception("Invalid package with GUID %s", harvest_object.guid)
             model.Session.rollback()
+            log.exception("Invalid package with GUID %s", harvest_object.guid)
             message = "Invalid package with GUID %s: %r" % (harvest_object.guid, e.error_dict)
             self._save_object_error(message, harvest_object, IMPORT_STAGE)
         except Exception as e:  # noqa: BLE001 - reported as an object error
-            log.exception("Could not import harvest object %s", harvest_object.id)
-            # Drop the half-done write (e.g. a flushed object whose deferred
-            # package_id constraint would fail) before recording the error.
+            # Drop the half-done write first (e.g. a failed flush, or an object whose
+            # deferred package_id constraint would fail at commit).
             model.Session.rollback()
+            log.exception("Could not import harvest object %s", harvest_object.id)
             self._save_object_error("%r" % e, harvest_object, IMPORT_STAGE)
         return None
 
@@ -349,7 +350,7 @@ class HarvesterBase(p.SingletonPlugin):
         for field in _not_overwrite_fields():
             if field in existing:
                 package_dict[field] = existing[field]
-        data_dict = _action_form(package_dict, form, context, existing)
+        data_dict = _action_form(package_dict, form, context, existing["id"])
         toolkit.get_action("package_update")(context, data_dict)
         model.Session.query(HarvestObject).filter(
             HarvestObject.package_id == package_dict["id"]
@@ -447,31 +448,39 @@ def _action_form(
     package_dict: dict[str, Any],
     form: str,
     context: Context,
-    existing: Optional[dict[str, Any]] = None,
+    existing_id: NameOrNone = None,
 ) -> dict[str, Any]:
-    """Return ``package_dict`` ready for ``package_create``/``package_update``."""
+    """Return ``package_dict`` ready for ``package_create``/``package_update``.
+
+    :param existing_id: id of the local dataset being updated, if any
+    """
     if form == PackageDictForm.PACKAGE_SHOW:
         return package_dict
-    return _rest_to_action_dict(package_dict, context.get("api_version"), existing)
+    stored = model.Package.get(existing_id) if existing_id else None
+    existing_extras = dict(stored.extras or {}) if stored is not None else {}
+    return _rest_to_action_dict(package_dict, context.get("api_version"), existing_extras)
 
 
 def _rest_to_action_dict(
     package_dict: dict[str, Any],
     api_version: Optional[int],
-    existing: Optional[dict[str, Any]] = None,
+    existing_extras: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """Convert a legacy REST API dataset dict to the action API form.
 
     Tags may be a space separated string or a list of names; extras a dict (merged
-    over the existing dataset's extras, as REST updates did); groups a list of
-    names (API version 1) or ids (version 2); a lone ``download_url`` becomes a
-    resource. Values already in action form are kept as they are.
+    over the extras stored for the dataset being updated, as REST updates did);
+    groups a list of names (API version 1) or ids (version 2); a lone
+    ``download_url`` becomes a resource. Values already in action form are kept.
     """
     data = dict(package_dict)
     if "tags" in data:
         data["tags"] = _rest_tags(data["tags"])
     if isinstance(data.get("extras"), dict):
-        data["extras"] = _rest_extras(data["extras"], existing)
+        data["extras"] = [
+            {"key": key, "value": value}
+            for key, value in {**(existing_extras or {}), **data["extras"]}.items()
+        ]
     if data.get("groups"):
         key = "name" if api_version == 1 else "id"
         data["groups"] = [
@@ -490,14 +499,3 @@ def _rest_tags(tags: Any) -> Any:
     if not isinstance(tags, list):
         return tags
     return [{"name": tag} if isinstance(tag, str) else tag for tag in tags]
-
-
-def _rest_extras(
-    extras: dict[str, Any], existing: Optional[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """REST extras (a dict) as a list of key/value dicts, over existing extras."""
-    merged = {
-        extra["key"]: extra["value"] for extra in (existing or {}).get("extras") or []
-    }
-    merged.update(extras)
-    return [{"key": key, "value": value} for key, value in merged.items()]

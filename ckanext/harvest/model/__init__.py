@@ -20,7 +20,7 @@ from ckan.model.types import make_uuid
 from ckan.plugins import toolkit
 from sqlalchemy import event, orm
 from sqlalchemy.exc import InvalidRequestError
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, relationship
 
 from ckanext.harvest.model.enums import (
     UPDATE_FREQUENCIES,
@@ -32,6 +32,11 @@ from ckanext.harvest.model.enums import (
 )
 
 log = logging.getLogger(__name__)
+
+try:
+    from sqlalchemy.orm import mapped_column
+except ImportError:  # SQLAlchemy 1.4 (CKAN 2.11): Columns under Mapped[] annotations
+    mapped_column = sa.Column  # type: ignore[misc,assignment]
 
 __all__ = [
     "UPDATE_FREQUENCIES",
