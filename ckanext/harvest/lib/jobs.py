@@ -1,7 +1,6 @@
 """Harvest jobs: creation, sending to the gather queue, abort, completion, schedule."""
 from __future__ import annotations
 
-import calendar
 import datetime
 import logging
 from typing import Any, Optional
@@ -176,6 +175,13 @@ def close_if_finished(job: HarvestJob) -> bool:
     return True
 
 
+def _days_in_month(year: int, month: int) -> int:
+    """Days of the month, with the original's leap-year rule (``year % 4 == 0``)."""
+    if month == 2:
+        return 29 if year % 4 == 0 else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
 def next_run_after(frequency: str, now: datetime.datetime) -> datetime.datetime:
     """When a source with this frequency runs next.
 
@@ -188,7 +194,7 @@ def next_run_after(frequency: str, now: datetime.datetime) -> datetime.datetime:
         Frequency.BIWEEKLY.value: 14,
     }
     if frequency == Frequency.MONTHLY.value:
-        return now + datetime.timedelta(days=calendar.monthrange(now.year, now.month)[1])
+        return now + datetime.timedelta(days=_days_in_month(now.year, now.month))
     if frequency not in days:
         raise Exception("Frequency {} not recognised".format(frequency))
     return now + datetime.timedelta(days=days[frequency])

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import sqlalchemy as sa
+from ckan import logic as ckan_logic
 from ckan import model
 from ckan.lib.search import SearchIndexError
 from ckan.lib.search.common import make_connection
@@ -136,23 +137,36 @@ def index_clear(source_id: str) -> None:
         raise SearchIndexError(e) from e
 
 
-def reindex_source(source_id: str, context: Context) -> None:
-    """Re-index the source dataset itself (with its status)."""
-    show_context = {
-        "ignore_auth": True, "validate": False, "use_cache": False,
-        "user": context.get("user"),
-    }
-    package = toolkit.get_action("harvest_source_show")(show_context, {"id": source_id})
+def _reindex_legacy(package_id: str, context: Context) -> None:
+    """CKAN 2.11: index the raw dataset dict; the indexer validates it itself."""
+    show_context = {"ignore_auth": True, "validate": False, "use_cache": False}
+    package = toolkit.get_action("package_show")(show_context, {"id": package_id})
     try:
         config = json.loads(package.get("config") or "{}")
     except ValueError:
         config = {}
     for key in config if isinstance(config, dict) else ():
         package.pop(key, None)
-    if toolkit.check_ckan_version(min_version="2.12.0b0"):
-        package["with_custom_schema"] = dict(package)
     PackageSearchIndex().index_package(
         package, defer_commit=context.get("defer_commit", False)
+    )
+
+
+def reindex_source(source_id: str, context: Context) -> None:
+    """Re-index the source dataset itself (with its status).
+
+    CKAN 2.12 indexes a dataset with both its default-schema and its
+    custom-schema (shown) dicts: its own helper builds them.
+    """
+    package = model.Package.get(source_id)
+    if package is None:
+        raise toolkit.ObjectNotFound("Harvest source %s does not exist" % source_id)
+    index_update_package = getattr(ckan_logic, "index_update_package", None)
+    if index_update_package is None:
+        _reindex_legacy(package.id, context)
+        return
+    index_update_package(
+        {"ignore_auth": True}, package.id, context.get("defer_commit", False)
     )
 
 

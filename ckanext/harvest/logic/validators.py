@@ -7,7 +7,7 @@ from typing import Any, Optional
 from urllib.parse import urlparse, urlunparse
 
 from ckan import model
-from ckan.lib.navl.dictization_functions import Invalid, validate
+from ckan.lib.navl.dictization_functions import Invalid, missing, validate
 from ckan.types import Context, FlattenDataDict, FlattenErrorDict, FlattenKey
 
 from ckanext.harvest.lib import harvesters
@@ -28,6 +28,8 @@ def harvest_source_id_exists(value: Any, context: Context) -> Any:
 
 def harvest_job_exists(value: Any, context: Context) -> HarvestJob:
     """Check that the job exists; returns the ``HarvestJob`` object itself."""
+    if value is missing or not value:
+        raise Invalid("Missing value")
     job = HarvestJob.get(value)
     if not job:
         raise Invalid("Harvest Job with id %r does not exist." % str(value))

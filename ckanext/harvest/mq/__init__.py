@@ -5,7 +5,31 @@ The backend is chosen in one place, :func:`backend_name`, from
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import logging
+from typing import Any, Mapping, Optional
+
+from ckanext.harvest.mq import amqp, redis
+from ckanext.harvest.mq.base import (
+    BrokerError,
+    Message,
+    QueueBackend,
+    QueueSpec,
+)
+
+__all__ = [
+    "REDIS",
+    "AMQP",
+    "UnknownBackendError",
+    "BrokerError",
+    "Message",
+    "QueueBackend",
+    "QueueSpec",
+    "backend_name",
+    "site_id",
+    "gather_spec",
+    "fetch_spec",
+    "open_queue",
+]
 
 REDIS = "redis"
 AMQP = "amqp"
@@ -24,7 +48,7 @@ def backend_name(config: Mapping[str, Any]) -> str:
     :param config: CKAN's configuration mapping
     :raises UnknownBackendError: for any other value
     """
-    value = str(config.get("ckan.harvest.mq.type") or REDIS).strip().lower()
+    value = str(config.get("ckan.harvest.mq.type", None) or REDIS).strip().lower()
     try:
         return _ALIASES[value]
     except KeyError:
@@ -32,3 +56,42 @@ def backend_name(config: Mapping[str, Any]) -> str:
             f"Unknown queue backend ckan.harvest.mq.type = {value!r}: use 'redis' or "
             "'amqp'"
         ) from None
+
+
+def site_id(config: Mapping[str, Any]) -> str:
+    """Return the site id that namespaces queue names and Redis keys."""
+    return str(config.get("ckan.site_id", None) or "default")
+
+
+def gather_spec(site: str) -> QueueSpec:
+    """Names of the gather queue of ``site`` (one message per harvest job)."""
+    return QueueSpec(name=f"ckan.harvest.{site}.gather",
+                     routing_key=f"ckanext-harvest:{site}:harvest_job_id")
+
+
+def fetch_spec(site: str) -> QueueSpec:
+    """Names of the fetch queue of ``site`` (one message per harvest object)."""
+    return QueueSpec(name=f"ckan.harvest.{site}.fetch",
+                     routing_key=f"ckanext-harvest:{site}:harvest_object_id")
+
+
+def open_queue(config: Mapping[str, Any], spec: QueueSpec, *,
+               logger: Optional[logging.Logger] = None,
+               heartbeat_ttl: Optional[float] = None) -> QueueBackend:
+    """Connect to the configured broker and return the backend of one queue.
+
+    The one place where the backend is chosen.
+
+    :param config: CKAN's configuration mapping
+    :param spec: the queue, e.g. ``gather_spec(site_id(config))``
+    :param logger: Redis only: where malformed messages are reported
+    :param heartbeat_ttl: Redis only: seconds after which a silent consumer is dead
+    :raises UnknownBackendError: ``ckan.harvest.mq.type`` is not valid
+    :raises BrokerError: the broker cannot be reached (AMQP)
+    """
+    if backend_name(config) == AMQP:
+        return amqp.AmqpQueue(amqp.connect(config), spec)
+    options: dict[str, Any] = {"logger": logger}
+    if heartbeat_ttl is not None:
+        options["heartbeat_ttl"] = heartbeat_ttl
+    return redis.RedisQueue(redis.connect(config), spec, **options)

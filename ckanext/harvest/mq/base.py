@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Generator, Mapping, Optional
 
 #: How long one blocking wait for a message lasts, in seconds. Must stay well below
 #: the 5 s socket timeout redis-py gives connections made from ``ckan.redis.url``.
@@ -86,7 +86,8 @@ class QueueBackend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def consume(self, idle_timeout: Optional[float] = None) -> Iterator[Message]:
+    def consume(self, idle_timeout: Optional[float] = None
+                ) -> Generator[Message, None, None]:
         """Yield messages as they arrive, one at a time.
 
         Waiting on an empty queue is normal and never raises.

@@ -44,13 +44,8 @@ def _dataset_name(guid: str) -> str:
     return "harvested-" + "".join(c if c.isalnum() else "-" for c in guid.lower())
 
 
-class MockHarvester(p.SingletonPlugin):
-    """Source type ``test``."""
-
-    p.implements(IHarvester)
-
-    def info(self) -> dict[str, Any]:
-        return {"name": "test", "title": "Test", "description": "Harvester for tests"}
+class _ConfigDrivenHarvester:
+    """The stages shared by the test harvesters (not a plugin itself)."""
 
     def validate_config(self, config: Optional[str]) -> Optional[str]:
         if not config:
@@ -157,8 +152,21 @@ class MockHarvester(p.SingletonPlugin):
         return True
 
 
-class MockHarvester2(MockHarvester):
+class MockHarvester(_ConfigDrivenHarvester, p.SingletonPlugin):
+    """Source type ``test``."""
+
+    p.implements(IHarvester)
+
+    def info(self) -> dict[str, Any]:
+        return {"name": "test", "title": "Test", "description": "Harvester for tests"}
+
+
+# A separate singleton class: subclassing MockHarvester would hand back the
+# MockHarvester instance (SingletonPlugin keeps one instance per class tree).
+class MockHarvester2(_ConfigDrivenHarvester, p.SingletonPlugin):
     """Source type ``test2``, with an extra source field ``custom_option``."""
+
+    p.implements(IHarvester)
 
     def info(self) -> dict[str, Any]:
         return {

@@ -214,6 +214,31 @@ def _id_list(value: Any) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
+def _job_life_span(frequency: Any, life_span: int) -> int:
+    """Days a job of a source with this frequency may run.
+
+    :raises Exception: for an unknown frequency
+    """
+    if frequency in _FREQUENCY_LIFE_SPAN:
+        return _FREQUENCY_LIFE_SPAN[frequency]
+    if frequency in (Frequency.MANUAL.value, Frequency.ALWAYS.value):
+        return life_span
+    raise Exception("Frequency {} not recognised".format(frequency))
+
+
+def _running_job_summaries(include: list[str]) -> list[tuple[str, str, Any, Any]]:
+    """(job id, source id, created, frequency) of the running jobs to consider.
+
+    Plain values: aborting a job resets the session, which would detach
+    model objects still to be looked at.
+    """
+    return [
+        (job.id, job.source_id or "", job.created, job.source.frequency if job.source else None)
+        for job in jobs.running_jobs()
+        if not include or job.source_id in include
+    ]
+
+
 def harvest_abort_failed_jobs(context: Context, data_dict: DataDict) -> str:
     """Abort running jobs older than their source's life span (sysadmins).
 
@@ -225,28 +250,21 @@ def harvest_abort_failed_jobs(context: Context, data_dict: DataDict) -> str:
     life_span = _life_span(data_dict.get("life_span"))
     include = _id_list(data_dict.get("include"))
     exclude = [] if include else _id_list(data_dict.get("exclude"))
-    running = [
-        job for job in jobs.running_jobs() if not include or job.source_id in include
-    ]
+    running = _running_job_summaries(include)
     if not running:
         return "There is no jobs to abort"
     aborted = 0
-    for job in running:
-        if job.source_id in exclude:
-            log.info("Excluding source: %s", job.source_id)
+    for job_id, source_id, created, frequency in running:
+        days = _job_life_span(frequency, life_span)
+        if source_id in exclude:
+            log.info("Excluding source: %s", source_id)
             continue
-        frequency = job.source.frequency if job.source else None
-        days = _FREQUENCY_LIFE_SPAN.get(frequency or "", life_span)
-        if frequency not in _FREQUENCY_LIFE_SPAN and frequency not in (
-            Frequency.MANUAL.value, Frequency.ALWAYS.value
-        ):
-            raise Exception("Frequency {} not recognised".format(frequency))
-        if job.created and job.created < jobs.utcnow() - datetime.timedelta(days=days):
-            result = toolkit.get_action("harvest_job_abort")(dict(context), {"id": job.id})
-            log.info("Aborted job %s: %s", job.id, result["status"])
+        if created and created < jobs.utcnow() - datetime.timedelta(days=days):
+            result = toolkit.get_action("harvest_job_abort")(dict(context), {"id": job_id})
+            log.info("Aborted job %s: %s", job_id, result["status"])
             aborted += 1
         else:
-            log.info("%s running less then %s days. Skipping...", job.id, days)
+            log.info("%s running less then %s days. Skipping...", job_id, days)
     return "Done. Aborted jobs: {}".format(aborted)
 
 
