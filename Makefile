@@ -17,7 +17,8 @@ TEST_INI := test-core.ini
 PYTEST_ARGS ?=
 
 # "2.11.x" means the newest 2.11 release on PyPI.
-CKAN_SPEC := $(if $(filter %.x,$(CKAN_VERSION)),ckan[requirements,dev]==$(patsubst %.x,%.*,$(CKAN_VERSION)),ckan[requirements,dev]==$(CKAN_VERSION))
+CKAN_PIN := $(if $(filter %.x,$(CKAN_VERSION)),$(patsubst %.x,%.*,$(CKAN_VERSION)),$(CKAN_VERSION))
+CKAN_SPEC := ckan[requirements,dev]==$(CKAN_PIN)
 STAMP := $(VENV)/.installed-ckan-$(CKAN_VERSION)
 
 .PHONY: help services solr solr-stop venv db test lint demo demo-stop clean

@@ -51,5 +51,7 @@ def test_entry_points(wheel):
     assert dict(parser["ckan.plugins"]) == {
         "harvest": "ckanext.harvest.plugin:Harvest",
         "ckan_harvester": "ckanext.harvest.harvesters:CKANHarvester",
+        "test_harvester": "ckanext.harvest.tests.harvesters:MockHarvester",
+        "test_harvester2": "ckanext.harvest.tests.harvesters:MockHarvester2",
     }
     assert parser["babel.extractors"]["ckan"] == "ckan.lib.extract:extract_ckan"
