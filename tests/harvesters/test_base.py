@@ -309,7 +309,7 @@ def test_get_user_name_site_user_by_default(harvester):
 
     assert name == SITE_USER
     assert harvester._site_user["name"] == SITE_USER
-    assert set(harvester._site_user) >= {"id", "name"}
+    assert "name" in harvester._site_user  # 2.11 adds apikey, 2.12 id
     assert model.User.get(SITE_USER).sysadmin is True
 
 
@@ -553,7 +553,7 @@ def _next_object(previous: HarvestObject) -> HarvestObject:
 def test_update_package(harvester, previous, remote_dict):
     new = _next_object(previous)
     data = remote_dict(id=previous.package_id, name="remote-name", title="New title",
-                        metadata_modified="2024-02-01T00:00:00")
+                        metadata_modified="2999-02-01T00:00:00")
 
     result = harvester._create_or_update_package(data, new, "package_show")
 
