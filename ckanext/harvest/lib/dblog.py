@@ -77,6 +77,4 @@ def configure_db_logger(config: Mapping[str, Any]) -> list[str]:
     for name in names:
         logger = logging.getLogger(name)
         logger.addHandler(DBLogHandler(level=level))
-        if logger.getEffectiveLevel() > logging.getLevelName(level):
-            logger.setLevel(level)
     return names

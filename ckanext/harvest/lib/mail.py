@@ -6,6 +6,8 @@ import logging
 from typing import Any
 from urllib.parse import urljoin
 
+from werkzeug.routing import BuildError
+
 from ckan.lib import mailer
 from ckan.plugins import toolkit
 from ckan.types import Context
@@ -30,6 +32,14 @@ def _report_errors(report: dict[str, Any]) -> tuple[list[str], list[str]]:
     return job_errors, obj_errors
 
 
+def _job_path(source_id: str, job_id: str) -> str:
+    """Path of the job page (built by hand when the web UI is not registered)."""
+    try:
+        return toolkit.url_for("harvester.job_show", source=source_id, id=job_id)
+    except BuildError:
+        return "/harvest/{}/job/{}".format(source_id, job_id)
+
+
 def get_mail_extra_vars(
     context: Context, source_id: str, status: dict[str, Any]
 ) -> dict[str, Any]:
@@ -47,10 +57,7 @@ def get_mail_extra_vars(
     )
     job_errors, obj_errors = _report_errors(report)
     site_url = toolkit.config.get("ckan.site_url")
-    job_url = urljoin(
-        site_url,
-        toolkit.url_for("harvester.job_show", source=source["id"], id=last_job["id"]),
-    )
+    job_url = urljoin(site_url, _job_path(source["id"], last_job["id"]))
     config = source.get("config")
     stats = last_job.get("stats", {})
     return {
@@ -132,6 +139,9 @@ def send_mail(context: Context, source_id: str, mail: dict[str, str]) -> None:
             log.error(
                 "Sending Harvest-Notification-Mail failed. Message: %s", mail["body"]
             )
+        except Exception:
+            log.exception("Sending Harvest-Notification-Mail to %s failed", recipient["name"])
+            raise
 
 
 def send_status_mail(context: Context, source_id: str, status: dict[str, Any]) -> None:
