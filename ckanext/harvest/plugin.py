@@ -176,7 +176,7 @@ class Harvest(p.SingletonPlugin, DefaultDatasetForm, DefaultTranslation):
             {"ignore_auth": True}, {"id": data_dict["id"]}
         )
         if _is_harvest_source(package):
-            _delete_harvest_source_object(context, data_dict)
+            _delete_harvest_source_object(context, package)
 
     def before_dataset_search(self, search_params: dict[str, Any]) -> dict[str, Any]:
         fq = search_params.get("fq", "") or ""

@@ -305,8 +305,11 @@ class AmqpConsumer:
             yield message.method, message.properties, message.body.encode("utf-8")
 
     def basic_ack(self, delivery_tag: int = 0, multiple: bool = False) -> None:
-        """Acknowledge a delivery."""
-        self.channel.basic_ack(delivery_tag=delivery_tag, multiple=multiple)
+        """Acknowledge a delivery (safe while :meth:`consume` is running)."""
+        if multiple:
+            self.channel.basic_ack(delivery_tag=delivery_tag, multiple=True)
+        else:
+            self._queue.ack(Message(body="", tag=delivery_tag))
 
     def basic_get(self, queue: Optional[str] = None, auto_ack: bool = False) -> Any:
         """``basic_get`` on ``queue`` (default: the harvest queue)."""

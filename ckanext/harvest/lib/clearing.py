@@ -18,15 +18,12 @@ from ckanext.harvest.model import (
 
 log = logging.getLogger(__name__)
 
-# Rows referring to a package, deleted before the package itself. Tables that
-# the running CKAN no longer has (package_extra went in 2.12, the revision
-# tables earlier) are skipped.
+# Rows referring to a package or resource without a foreign key (``member`` is
+# polymorphic) or in tables of older CKANs; skipped when the table is absent.
+# Tables with a foreign key to ``package`` / ``resource`` are found in the
+# database itself, so new CKAN tables (e.g. ``package_member``) are covered.
 _PACKAGE_CHILDREN = (
-    ("package_tag", "package_id"),
-    ("package_relationship", "subject_package_id"),
-    ("package_relationship", "object_package_id"),
     ("member", "table_id"),
-    ("package_extra", "package_id"),
     ("package_tag_revision", "package_id"),
     ("member_revision", "table_id"),
     ("package_extra_revision", "package_id"),
@@ -34,7 +31,23 @@ _PACKAGE_CHILDREN = (
     ("package_relationship_revision", "object_package_id"),
     ("package_revision", "id"),
 )
-_RESOURCE_CHILDREN = (("resource_view", "resource_id"), ("resource_revision", "id"))
+_RESOURCE_CHILDREN = (("resource_revision", "id"),)
+
+_REFERENCING = sa.text(
+    "SELECT cl.relname, att.attname FROM pg_constraint c"
+    " JOIN pg_class cl ON cl.oid = c.conrelid"
+    " JOIN pg_attribute att ON att.attrelid = c.conrelid AND att.attnum = c.conkey[1]"
+    " WHERE c.contype = 'f' AND c.confrelid = CAST(:target AS regclass)"
+)
+
+
+def _referencing(conn: Any, target: str) -> list[tuple[str, str]]:
+    """(table, column) of the foreign keys pointing at ``target``, harvest ones aside."""
+    rows = conn.execute(_REFERENCING, {"target": target})
+    return sorted(
+        (table, column) for table, column in rows
+        if not table.startswith("harvest_") and table != target
+    )
 
 
 def _source_package_ids(conn: Any, source_id: str) -> list[str]:
@@ -55,8 +68,14 @@ def _delete_where_in(conn: Any, table: str, column: str, ids: list[str]) -> None
     conn.execute(statement, {"ids": ids})
 
 
-def _purge_packages(conn: Any, package_ids: list[str]) -> None:
+def _delete_children(conn: Any, children: Any, ids: list[str], skip: str = "") -> None:
     tables = set(sa.inspect(conn).get_table_names())
+    for table, column in children:
+        if table in tables and table != skip:
+            _delete_where_in(conn, table, column, ids)
+
+
+def _purge_packages(conn: Any, package_ids: list[str]) -> None:
     resource_ids = [
         rid for (rid,) in conn.execute(
             sa.text("SELECT id FROM resource WHERE package_id IN :ids").bindparams(
@@ -65,14 +84,12 @@ def _purge_packages(conn: Any, package_ids: list[str]) -> None:
             {"ids": package_ids},
         )
     ]
-    for table, column in _PACKAGE_CHILDREN:
-        if table in tables:
-            _delete_where_in(conn, table, column, package_ids)
     if resource_ids:
-        for table, column in _RESOURCE_CHILDREN:
-            if table in tables:
-                _delete_where_in(conn, table, column, resource_ids)
+        children = _referencing(conn, "resource") + list(_RESOURCE_CHILDREN)
+        _delete_children(conn, children, resource_ids)
         _delete_where_in(conn, "resource", "id", resource_ids)
+    children = _referencing(conn, "package") + list(_PACKAGE_CHILDREN)
+    _delete_children(conn, children, package_ids, skip="resource")
     _delete_where_in(conn, "package", "id", package_ids)
 
 

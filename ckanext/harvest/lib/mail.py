@@ -6,11 +6,10 @@ import logging
 from typing import Any
 from urllib.parse import urljoin
 
-from werkzeug.routing import BuildError
-
 from ckan.lib import mailer
 from ckan.plugins import toolkit
 from ckan.types import Context
+from werkzeug.routing import BuildError
 
 log = logging.getLogger(__name__)
 

@@ -53,6 +53,8 @@ def create_source_object(data: dict[str, Any]) -> HarvestSource:
             setattr(source, field, data[field])
     source.active = data.get("state") != "deleted"
     source.add()
+    # Visible to the package_show that package_create runs before committing.
+    model.Session.flush()
     return source
 
 

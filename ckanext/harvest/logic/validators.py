@@ -129,16 +129,34 @@ def _extra_schema_for(source_type: Any) -> dict[str, Any]:
     return schema
 
 
-def _pop_config_extra(extras: list[dict[str, Any]]) -> dict[str, Any]:
-    for position, extra in enumerate(extras):
-        if extra.get("key") == "config":
-            extras.pop(position)
-            try:
-                return json.loads(extra.get("value") or "{}")
-            except ValueError:
-                log.error("Wrong JSON provided in config, skipping")
-                return {}
-    return {}
+def _flat_extra_index(data: FlattenDataDict, name: str) -> Optional[int]:
+    for key, value in data.items():
+        if len(key) == 3 and key[0] == "extras" and key[2] == "key" and value == name:
+            return key[1]
+    return None
+
+
+def _next_extra_index(data: FlattenDataDict) -> int:
+    indexes = [key[1] for key in data if len(key) > 1 and key[0] == "extras"]
+    return max(indexes) + 1 if indexes else 0
+
+
+def _merge_into_config(data: FlattenDataDict, values: dict[str, Any]) -> None:
+    """Merge the extra field values into the JSON ``config`` (field and extra)."""
+    try:
+        config = json.loads(data.get(("config",)) or "{}")
+    except ValueError:
+        log.error("Wrong JSON provided in config, skipping")
+        config = {}
+    if not isinstance(config, dict):
+        config = {}
+    config.update(values)
+    data[("config",)] = json.dumps(config)
+    index = _flat_extra_index(data, "config")
+    if index is None:
+        index = _next_extra_index(data)
+        data[("extras", index, "key")] = "config"
+    data[("extras", index, "value")] = data[("config",)]
 
 
 def harvest_source_extra_validator(
@@ -147,7 +165,9 @@ def harvest_source_extra_validator(
     """Validate the fields a harvester adds to the source form (``extra_schema``).
 
     Accepted values become top-level fields and are merged into the source's
-    JSON ``config`` (see quirk Q20 in the docs).
+    JSON ``config``, both on the ``harvest_source`` row and in the dataset's
+    ``config`` extra. (The original merged them into the row only and lost the
+    submitted configuration there: quirk Q20.)
     """
     all_fields = _all_extra_fields()
     extras = data.get(key, {})
@@ -160,15 +180,8 @@ def harvest_source_extra_validator(
         data[(field,)] = value
     for field, field_errors in extra_errors.items():
         errors[(field,)] = field_errors
-
-    extras_list = data.get(("extras",), [])
-    config = _pop_config_extra(extras_list)
-    config.update(result)
-    if config and not extra_errors:
-        data[("config",)] = json.dumps(config)
-        extras_list.append({"key": "config", "value": data[("config",)]})
-    if extras_list:
-        data[("extras",)] = extras_list
+    if result and not extra_errors:
+        _merge_into_config(data, result)
 
 
 def harvest_source_convert_from_config(

@@ -9,9 +9,11 @@ acknowledge it manually: the broker re-delivers whatever an aborted consumer hel
 from __future__ import annotations
 
 import json
+import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Generator, Iterator, Mapping, Optional
+from queue import Empty, Queue
+from typing import Any, Callable, Generator, Iterator, Mapping, NoReturn, Optional
 
 import pika
 import pika.exceptions
@@ -95,6 +97,97 @@ def _message(method: Any, properties: Any, body: Any) -> Message:
                    properties=properties)
 
 
+class _Pump:
+    """Drives a connection's I/O from a thread while the caller handles a message.
+
+    pika's ``BlockingConnection`` answers broker heartbeats only while its I/O
+    loop runs. Without this thread a stage lasting a few minutes would get the
+    connection closed by the broker, and its message delivered to another
+    consumer while it is still being worked on. Deliveries are passed to the
+    consuming thread through :attr:`inbox`; channel operations of that thread go
+    through :meth:`call`.
+    """
+
+    def __init__(self, connection: BlockingConnection, channel: BlockingChannel,
+                 queue_name: str) -> None:
+        self._connection = connection
+        self.inbox: Queue[Any] = Queue()
+        self._stopping = threading.Event()
+        self.consumer_tag = channel.basic_consume(queue_name, self._on_message)
+        self.thread = threading.Thread(target=self._run, name="harvest-amqp-io",
+                                       daemon=True)
+        self.thread.start()
+
+    def _on_message(self, channel: Any, method: Any, properties: Any,
+                    body: bytes) -> None:
+        self.inbox.put((method, properties, body))
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                self._connection.process_data_events(time_limit=BLOCK_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - re-raised in the consuming thread
+            self.inbox.put(exc)
+
+    def call(self, operation: Callable[[], Any]) -> Any:
+        """Run ``operation`` on the I/O thread and return its result."""
+        done = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["result"] = operation()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        with _broker_errors():
+            self._connection.add_callback_threadsafe(run)
+        while not done.wait(BLOCK_SECONDS):
+            if not self.thread.is_alive():
+                raise BrokerError("AMQP connection I/O stopped")
+        if "error" in outcome:
+            _reraise(outcome["error"])
+        return outcome.get("result")
+
+    def stop(self) -> None:
+        """Stop the I/O thread: the caller's thread owns the connection again."""
+        self._stopping.set()
+        if self.thread.is_alive():
+            try:
+                self._connection.add_callback_threadsafe(lambda: None)
+            except pika.exceptions.AMQPError:
+                pass
+            self.thread.join()
+
+
+def _reraise(error: BaseException) -> NoReturn:
+    if isinstance(error, pika.exceptions.AMQPError):
+        raise BrokerError(f"AMQP connection failed: {error!r}") from error
+    raise error
+
+
+def _deliveries(pump: _Pump, idle_timeout: Optional[float]
+                ) -> Generator[Message, None, None]:
+    last = time.monotonic()
+    while True:
+        wait = BLOCK_SECONDS
+        if idle_timeout is not None:
+            remaining = idle_timeout - (time.monotonic() - last)
+            if remaining <= 0:
+                return
+            wait = min(wait, remaining)
+        try:
+            item = pump.inbox.get(timeout=wait)
+        except Empty:
+            continue
+        if isinstance(item, BaseException):
+            _reraise(item)
+        yield _message(*item)
+        last = time.monotonic()
+
+
 class AmqpQueue(QueueBackend):
     """A harvest queue on RabbitMQ.
 
@@ -105,6 +198,7 @@ class AmqpQueue(QueueBackend):
     def __init__(self, connection: BlockingConnection, spec: QueueSpec) -> None:
         self.connection = connection
         self.spec = spec
+        self._pump: Optional[_Pump] = None
         with _broker_errors():
             self.channel = connection.channel()
             declare(self.channel, spec)
@@ -132,41 +226,54 @@ class AmqpQueue(QueueBackend):
 
     def consume(self, idle_timeout: Optional[float] = None
                 ) -> Generator[Message, None, None]:
-        """Yield deliveries; wake up every :data:`BLOCK_SECONDS` while idle."""
-        wait = BLOCK_SECONDS if idle_timeout is None else min(BLOCK_SECONDS,
-                                                               idle_timeout)
-        last = time.monotonic()
-        deliveries = self.channel.consume(self.spec.name, inactivity_timeout=wait)
+        """Yield deliveries; wake up every :data:`BLOCK_SECONDS` while idle.
+
+        While the generator is active the connection is driven by an I/O thread
+        (see :class:`_Pump`); :meth:`ack` and :meth:`reject` are handed to it.
+        """
+        with _broker_errors():
+            pump = _Pump(self.connection, self.channel, self.spec.name)
+        self._pump = pump
+        try:
+            yield from _deliveries(pump, idle_timeout)
+        finally:
+            self._pump = None
+            pump.stop()
+            self._settle_leftovers(pump)
+
+    def _settle_leftovers(self, pump: _Pump) -> None:
+        """Give back deliveries never handed out, and cancel the subscription."""
+        if not self.channel.is_open:
+            return
         try:
             while True:
-                with _broker_errors():
-                    method, properties, body = next(deliveries)
-                if method is not None:
-                    yield _message(method, properties, body)
-                    last = time.monotonic()
-                elif idle_timeout is not None and \
-                        time.monotonic() - last >= idle_timeout:
-                    return
-        finally:
-            self._cancel()
+                item = pump.inbox.get_nowait()
+                if isinstance(item, tuple):
+                    self.channel.basic_nack(delivery_tag=item[0].delivery_tag,
+                                            requeue=True)
+        except Empty:
+            pass
+        try:
+            self.channel.basic_cancel(pump.consumer_tag)
+        except pika.exceptions.AMQPError:
+            pass
 
-    def _cancel(self) -> None:
-        """Stop consuming; prefetched but unacknowledged deliveries are requeued."""
-        if self.channel.is_open:
-            try:
-                self.channel.cancel()
-            except pika.exceptions.AMQPError:
-                pass
+    def _call(self, operation: Callable[[], Any]) -> Any:
+        """Run a channel operation on the thread that currently owns the connection."""
+        pump = self._pump
+        if pump is not None and pump.thread.is_alive():
+            return pump.call(operation)
+        with _broker_errors():
+            return operation()
 
     def ack(self, message: Message) -> None:
         """Acknowledge ``message`` by its delivery tag."""
-        with _broker_errors():
-            self.channel.basic_ack(delivery_tag=message.tag)
+        self._call(lambda: self.channel.basic_ack(delivery_tag=message.tag))
 
     def reject(self, message: Message) -> None:
         """Return ``message`` to the queue (``basic_nack`` with requeue)."""
-        with _broker_errors():
-            self.channel.basic_nack(delivery_tag=message.tag, requeue=True)
+        self._call(lambda: self.channel.basic_nack(delivery_tag=message.tag,
+                                                   requeue=True))
 
     def purge(self) -> int:
         """Purge the queue (declared first, so a new queue purges fine)."""
@@ -176,6 +283,9 @@ class AmqpQueue(QueueBackend):
 
     def close(self) -> None:
         """Close the connection; the broker requeues unacknowledged messages."""
+        if self._pump is not None:
+            self._pump.stop()
+            self._pump = None
         if self.connection.is_open:
             try:
                 self.connection.close()

@@ -63,7 +63,7 @@ def harvest_job_create(context: Context, data_dict: DataDict) -> dict[str, Any]:
     :raises HarvestSourceInactiveError: the source is inactive
     :raises HarvestJobExists: the source already has a New or Running job
     """
-    toolkit.check_access("harvest_job_create", context, data_dict)
+    toolkit.check_access("harvest_job_create", dict(context), data_dict)
     source_id = data_dict.get("source_id")
     job = jobs.create_job(source_id)
     if toolkit.asbool(data_dict.get("run", True)):
@@ -80,7 +80,7 @@ def harvest_job_create_all(context: Context, data_dict: DataDict) -> list[dict[s
     :param run: send the jobs to the gather queue (default True)
     :returns: the job dicts created
     """
-    toolkit.check_access("harvest_job_create_all", context, data_dict)
+    toolkit.check_access("harvest_job_create_all", dict(context), data_dict)
     source_list = toolkit.get_action("harvest_source_list")(
         dict(context), dict(data_dict, only_active=True)
     )
@@ -109,7 +109,7 @@ def harvest_object_create(context: Context, data_dict: DataDict) -> dict[str, An
     :param extras: a dict of strings
     :returns: the object dict
     """
-    toolkit.check_access("harvest_object_create", context, data_dict)
+    toolkit.check_access("harvest_object_create", dict(context), data_dict)
     data, errors = toolkit.navl_validate(
         dict(data_dict), harvest_object_create_schema(), context
     )

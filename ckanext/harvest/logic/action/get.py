@@ -61,7 +61,7 @@ def harvest_source_show_status(context: Context, data_dict: DataDict) -> dict[st
     :param id: the id of the source (names are not resolved)
     :returns: ``{'job_count', 'last_job', 'total_datasets'}``
     """
-    toolkit.check_access("harvest_source_show_status", context, data_dict)
+    toolkit.check_access("harvest_source_show_status", dict(context), data_dict)
     return sources.source_status(data_dict.get("id"), context)
 
 
@@ -93,7 +93,7 @@ def harvest_job_show(context: Context, data_dict: DataDict) -> dict[str, Any]:
     :param id: the job id
     :param attr: match this column instead of ``id``
     """
-    toolkit.check_access("harvest_job_show", context, data_dict)
+    toolkit.check_access("harvest_job_show", dict(context), data_dict)
     job = jobs.get_job_or_404(data_dict.get("id"), data_dict.get("attr"))
     return harvest_job_dictize(job, context)
 
@@ -104,7 +104,7 @@ def harvest_job_report(context: Context, data_dict: DataDict) -> dict[str, Any]:
 
     :param id: the job id
     """
-    toolkit.check_access("harvest_job_show", context, data_dict)
+    toolkit.check_access("harvest_job_show", dict(context), data_dict)
     job = jobs.get_job_or_404(data_dict.get("id"))
     return objects.job_report(job)
 
@@ -116,7 +116,7 @@ def harvest_job_list(context: Context, data_dict: DataDict) -> list[dict[str, An
     :param source_id: only the jobs of this source
     :param status: only the jobs with this status
     """
-    toolkit.check_access("harvest_job_list", context, data_dict)
+    toolkit.check_access("harvest_job_list", dict(context), data_dict)
     query = model.Session.query(HarvestJob)
     if data_dict.get("source_id"):
         query = query.filter(HarvestJob.source_id == data_dict["source_id"])
@@ -137,7 +137,7 @@ def harvest_object_show(context: Context, data_dict: DataDict) -> dict[str, Any]
     :param attr: column to match instead of ``id``
     :param dataset_id: a dataset id or name: its current object
     """
-    toolkit.check_access("harvest_object_show", context, data_dict)
+    toolkit.check_access("harvest_object_show", dict(context), data_dict)
     if data_dict.get("id"):
         obj = objects.get_object_or_404(data_dict["id"], data_dict.get("attr"))
     elif data_dict.get("dataset_id"):
@@ -156,7 +156,7 @@ def harvest_object_list(context: Context, data_dict: DataDict) -> list[str]:
     :param source_id: the source id (all sources when omitted)
     :param only_current: only current objects (default True)
     """
-    toolkit.check_access("harvest_object_list", context, data_dict)
+    toolkit.check_access("harvest_object_list", dict(context), data_dict)
     only_current = toolkit.asbool(data_dict.get("only_current", True))
     return objects.object_ids(data_dict.get("source_id"), only_current)
 
@@ -164,7 +164,7 @@ def harvest_object_list(context: Context, data_dict: DataDict) -> list[str]:
 @toolkit.side_effect_free
 def harvesters_info_show(context: Context, data_dict: DataDict) -> list[dict[str, Any]]:
     """Describe every loaded harvester (``info()`` plus ``show_config``)."""
-    toolkit.check_access("harvesters_info_show", context, data_dict)
+    toolkit.check_access("harvesters_info_show", dict(context), data_dict)
     available = []
     for harvester in harvesters.all_harvesters():
         if not harvesters.harvester_name(harvester):
@@ -190,7 +190,7 @@ def harvest_log_list(context: Context, data_dict: DataDict) -> list[dict[str, An
     :param limit: how many (default 100); ``per_page`` overrides it
     :param offset: how many to skip (default 0)
     """
-    toolkit.check_access("harvest_log_list", context, data_dict)
+    toolkit.check_access("harvest_log_list", dict(context), data_dict)
     limit = _int_or(data_dict.get("per_page") or data_dict.get("limit", 100), 100)
     offset = _int_or(data_dict.get("offset", 0), 0)
     query = model.Session.query(HarvestLog)
@@ -208,7 +208,7 @@ def harvest_get_notifications_recipients(
     :param source_id: the source id
     :returns: sysadmins then the source organisation's admins, with e-mails
     """
-    toolkit.check_access("harvest_get_notifications_recipients", context, data_dict)
+    toolkit.check_access("harvest_get_notifications_recipients", dict(context), data_dict)
     site_user = toolkit.get_action("get_site_user")({"ignore_auth": True}, {})
     own_context: Any = {"user": site_user["name"], "ignore_auth": True}
     recipients = [

@@ -68,7 +68,7 @@ def harvest_source_clear(context: Context, data_dict: DataDict) -> dict[str, str
     :param id: the source id
     :returns: ``{'id': <source id>}``
     """
-    toolkit.check_access("harvest_source_clear", context, data_dict)
+    toolkit.check_access("harvest_source_clear", dict(context), data_dict)
     source = sources.get_source_or_404(data_dict.get("id"))
     toolkit.get_action("harvest_source_index_clear")(dict(context), {"id": source.id})
     clearing.clear_source(source.id)
@@ -81,7 +81,7 @@ def harvest_source_index_clear(context: Context, data_dict: DataDict) -> dict[st
 
     :param id: the source id
     """
-    toolkit.check_access("harvest_source_clear", context, data_dict)
+    toolkit.check_access("harvest_source_clear", dict(context), data_dict)
     source = sources.get_source_or_404(data_dict.get("id"))
     sources.index_clear(source.id)
     return {"id": source.id}
@@ -95,7 +95,7 @@ def harvest_source_job_history_clear(
     :param id: the source id
     :param keep_current: keep the jobs and objects of the current datasets
     """
-    toolkit.check_access("harvest_source_clear", context, data_dict)
+    toolkit.check_access("harvest_source_clear", dict(context), data_dict)
     source = sources.get_source_or_404(data_dict.get("id"))
     clearing.clear_job_history(
         source.id, toolkit.asbool(data_dict.get("keep_current", False))
@@ -111,7 +111,7 @@ def harvest_sources_job_history_clear(
 
     :param keep_current: keep the jobs and objects of the current datasets
     """
-    toolkit.check_access("harvest_sources_clear", context, data_dict)
+    toolkit.check_access("harvest_sources_clear", dict(context), data_dict)
     results = []
     for source_id in sources.active_source_ids():
         try:
@@ -140,7 +140,7 @@ def harvest_source_reindex(context: Context, data_dict: DataDict) -> bool:
 @toolkit.side_effect_free
 def harvest_sources_reindex(context: Context, data_dict: DataDict) -> bool:
     """Re-index every active source dataset (sysadmins)."""
-    toolkit.check_access("harvest_sources_reindex", context, data_dict)
+    toolkit.check_access("harvest_sources_reindex", dict(context), data_dict)
     for source_id in sources.active_source_ids():
         sources.reindex_source(source_id, {"defer_commit": True})  # type: ignore[arg-type]
     PackageSearchIndex().commit()
@@ -159,7 +159,7 @@ def harvest_send_job_to_gather_queue(
 
     job_id = toolkit.get_or_bust(data_dict, "id")
     job = toolkit.get_action("harvest_job_show")(dict(context), {"id": job_id})
-    toolkit.check_access("harvest_send_job_to_gather_queue", context, job)
+    toolkit.check_access("harvest_send_job_to_gather_queue", dict(context), job)
     source = harvest_source_show(
         dict(context, ignore_auth=True), {"id": job["source_id"]}  # type: ignore[arg-type]
     )
@@ -196,7 +196,9 @@ def harvest_job_abort(context: Context, data_dict: DataDict) -> dict[str, Any]:
     :param source_id: a source id or name (its latest job)
     """
     job = _job_to_abort(context, data_dict)
-    toolkit.check_access("harvest_job_abort", context, {"id": job.id, "source_id": job.source_id})
+    toolkit.check_access(
+        "harvest_job_abort", dict(context), {"id": job.id, "source_id": job.source_id}
+    )
     aborted = jobs.abort_job(job)
     log.info("Harvest job %s aborted", aborted.id)
     return harvest_job_dictize(aborted, dict(context))
@@ -246,7 +248,7 @@ def harvest_abort_failed_jobs(context: Context, data_dict: DataDict) -> str:
     :param include: comma-separated source ids to consider exclusively
     :param exclude: comma-separated source ids to skip
     """
-    toolkit.check_access("harvest_abort_failed_jobs", context, data_dict)
+    toolkit.check_access("harvest_abort_failed_jobs", dict(context), data_dict)
     life_span = _life_span(data_dict.get("life_span"))
     include = _id_list(data_dict.get("include"))
     exclude = [] if include else _id_list(data_dict.get("exclude"))
@@ -297,7 +299,7 @@ def harvest_jobs_run(context: Context, data_dict: DataDict) -> list[Any]:
     """
     from ckanext.harvest import queue
 
-    toolkit.check_access("harvest_jobs_run", context, data_dict)
+    toolkit.check_access("harvest_jobs_run", dict(context), data_dict)
     source_id = data_dict.get("source_id")
     if not source_id:
         _make_scheduled_jobs(context, data_dict)
@@ -321,7 +323,7 @@ def harvest_objects_import(context: Context, data_dict: DataDict) -> int:
     :param package_id: the objects of this dataset (id or name)
     :returns: the number of objects imported
     """
-    toolkit.check_access("harvest_objects_import", context, data_dict)
+    toolkit.check_access("harvest_objects_import", dict(context), data_dict)
     to_import = objects.objects_to_import(data_dict, dict(context))
     for obj in to_import:
         objects.reimport(obj)

@@ -1,6 +1,7 @@
 """Auth functions of the read actions."""
 from __future__ import annotations
 
+from ckan import authz
 from ckan.plugins import toolkit
 from ckan.types import AuthResult, Context, DataDict
 
@@ -80,6 +81,8 @@ def harvest_object_show(context: Context, data_dict: DataDict) -> AuthResult:
 
 def harvest_object_list(context: Context, data_dict: DataDict) -> AuthResult:
     """Any logged-in user may list object ids."""
+    if authz.auth_is_anon_user(context):
+        return {"success": False, "msg": toolkit._("Only logged-in users can list harvest objects")}
     return {"success": True}
 
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 from ckan.plugins import toolkit
 from ckan.types import AuthResult, Context, DataDict
 
-from ckanext.harvest.logic.auth import allowed_if, get_source_package, sysadmins_only
+from ckanext.harvest.logic.auth import (
+    allowed_if,
+    get_job_object,
+    get_source_package,
+    sysadmins_only,
+)
 from ckanext.harvest.logic.auth.create import harvest_job_create
 
 __all__ = [
@@ -63,8 +68,14 @@ def harvest_send_job_to_gather_queue(
 
 
 def harvest_job_abort(context: Context, data_dict: DataDict) -> AuthResult:
-    """Whoever may update the job's source may stop its job (quirk Q8 decision)."""
-    return harvest_source_update(context, {"id": (data_dict or {}).get("source_id")})
+    """Whoever may update the job's source may stop its job (quirk Q8 decision).
+
+    The source comes from ``source_id``, else from the job named by ``id``.
+    """
+    source_id = (data_dict or {}).get("source_id")
+    if not source_id:
+        source_id = get_job_object(context, data_dict).source_id
+    return harvest_source_update(context, {"id": source_id})
 
 
 def harvest_abort_failed_jobs(context: Context, data_dict: DataDict) -> AuthResult:
