@@ -56,7 +56,7 @@ else
       --disable-reloader >>"$LOG" 2>&1 &
   echo $! > "$PIDFILE"
   for _ in $(seq 1 60); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$PORT/api/3/action/status_show" && break
+    curl -fsS -o /dev/null "http://127.0.0.1:$PORT/api/3/action/status_show" 2>/dev/null && break
     sleep 1
   done
 fi
