@@ -12,7 +12,8 @@ names of the original extension as a facade over it and drives the stages:
 
 A message is acknowledged only once the work it asked for is committed. A message
 delivered again (after a consumer died) is handled idempotently: a job already
-gathered and an object already ``COMPLETE`` or ``ERROR`` are skipped. An exception
+gathered is not gathered again (its objects still ``WAITING`` and not queued are
+re-sent) and an object already ``COMPLETE`` or ``ERROR`` is skipped. An exception
 raised by a harvester is recorded as a gather or object error and the consumer
 goes on with the next message.
 """
@@ -577,6 +578,23 @@ def _publish_objects(ids: list[str]) -> None:
         publisher.close()
 
 
+def _resend_waiting_objects(job: HarvestJob) -> None:
+    """Gather message for a job gathered already (a redelivery): do not gather
+    again, but make sure its ``WAITING`` objects are on the fetch queue, in case
+    the previous attempt died before publishing them all."""
+    waiting = [object_id for (object_id,) in model.Session.query(HarvestObject.id)
+               .filter(HarvestObject.harvest_job_id == job.id)
+               .filter(HarvestObject.state == ObjectState.WAITING.value)
+               .order_by(HarvestObject.gathered)]
+    if waiting and _backend() == mq.REDIS:
+        queued = mq_redis.queued_ids(get_connection_redis(), _fetch_spec())
+        waiting = [object_id for object_id in waiting if object_id not in queued]
+    log.info("Harvest job %s was gathered already; %d waiting object(s) re-sent",
+             job.id, len(waiting))
+    if waiting:
+        _publish_objects(waiting)
+
+
 def _gather_job(job: HarvestJob) -> Optional[bool]:
     source_type = job.source.type if job.source else None
     harvester = get_harvester(source_type) if source_type else None
@@ -619,7 +637,7 @@ def _handle_gather(body: Any, delivery: _Delivery) -> Optional[bool]:
         delivery.ack()
         return False
     if job.gather_finished is not None:
-        log.info("Harvest job %s was gathered already; message ignored", job_id)
+        _resend_waiting_objects(job)
         delivery.ack()
         return False
     result = _gather_job(job)

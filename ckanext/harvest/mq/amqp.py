@@ -5,6 +5,8 @@ bound with its routing key. Publishers declare the queue too, so messages sent
 before any consumer ever started are kept. Messages are persistent, publishes are
 confirmed by the broker, consumers take one message at a time (prefetch 1) and
 acknowledge it manually: the broker re-delivers whatever an aborted consumer held.
+While a consumer handles a message, a small I/O thread keeps the connection alive
+(heartbeats), so a long stage does not lose its connection and its message.
 """
 from __future__ import annotations
 
