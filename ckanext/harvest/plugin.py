@@ -79,8 +79,17 @@ class Harvest(p.SingletonPlugin, DefaultDatasetForm, DefaultTranslation):
     p.implements(p.IPackageController, inherit=True)
     p.implements(p.IFacets, inherit=True)
     p.implements(p.ITranslation, inherit=True)
+    p.implements(p.IClick)
 
     startup = False
+
+    # IClick
+
+    def get_commands(self) -> list[Any]:
+        """The ``ckan harvester ...`` command group."""
+        from ckanext.harvest import cli
+
+        return cli.get_commands()
 
     # IConfigurer
 
