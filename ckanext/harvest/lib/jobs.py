@@ -81,6 +81,14 @@ def mark_running(job_id: str) -> HarvestJob:
     return job
 
 
+def mark_new(job_id: str) -> None:
+    """Put a job that could not be queued back to ``New``."""
+    model.Session.rollback()
+    job = get_job_or_404(job_id)
+    job.status = JobStatus.NEW.value
+    job.save()
+
+
 def abort_job(job: HarvestJob) -> HarvestJob:
     """Abort a job: ``Finished``, and its unfinished objects become ``ERROR``."""
     if job.status != JobStatus.FINISHED.value:

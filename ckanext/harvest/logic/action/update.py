@@ -166,11 +166,16 @@ def harvest_send_job_to_gather_queue(
     if not source["active"]:
         raise toolkit.ValidationError("Source is not active")
     jobs.mark_running(job_id)
-    publisher = queue.get_gather_publisher()
     try:
-        publisher.send({"harvest_job_id": job_id})
-    finally:
-        publisher.close()
+        publisher = queue.get_gather_publisher()
+        try:
+            publisher.send({"harvest_job_id": job_id})
+        finally:
+            publisher.close()
+    except Exception:
+        # Not queued: leave the job New so that it does not block the source.
+        jobs.mark_new(job_id)
+        raise
     log.info("Sent job %s to the gather queue", job_id)
     return harvest_job_dictize(jobs.get_job_or_404(job_id), dict(context))
 

@@ -1,0 +1,801 @@
+"""``ckan harvester ...``: every command, its output, exit status and error lines.
+
+Commands are invoked through CKAN's own ``ckan`` click group with the ``cli``
+fixture (a click ``CliRunner``). ``with_extended_cli`` makes ``ckan`` load the
+test's configuration (plugins ``harvest test_harvester``) instead of the ini
+file; the ``harvester_command`` fixture registers the ``harvester`` group on
+``ckan`` when the ``harvest`` plugin does not (yet) provide it through ``IClick``.
+
+A few tests run the real ``ckan`` executable in a subprocess, against the same
+database (the ``CKAN_*`` environment variables are passed on).
+"""
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+import redis
+from ckan import model
+from ckan.cli.cli import ckan as ckan_command
+from ckan.plugins import toolkit
+
+from ckanext.harvest import cli as harvest_cli
+from ckanext.harvest import queue
+from ckanext.harvest.model import (
+    HarvestJob,
+    HarvestLog,
+    HarvestObject,
+    HarvestSource,
+)
+from ckanext.harvest.plugin import Harvest
+from ckanext.harvest.tests import factories as harvest_factories
+
+pytestmark = [
+    pytest.mark.ckan_config("ckan.plugins", "harvest test_harvester"),
+    pytest.mark.usefixtures(
+        "with_plugins", "clean_db", "clean_index", "clean_queues",
+        "with_extended_cli", "harvester_command",
+    ),
+]
+
+REPO = Path(__file__).resolve().parents[1]
+
+COMMANDS = [
+    "source", "sources", "job", "jobs", "job-abort", "abort-failed-jobs",
+    "purge-queues", "gather-consumer", "fetch-consumer", "run", "run-test", "import",
+    "clean-harvest-log", "job-all", "reindex", "harvesters_info",
+]
+SOURCE_COMMANDS = ["create", "show", "remove", "clear", "clear-history"]
+ALIASES = [
+    "rmsource", "clearsource", "clearsource_history", "job_abort", "run_test",
+    "gather_consumer", "fetch_consumer", "purge_queues", "clean_harvest_log",
+]
+DATASETS = [{"guid": "g1", "title": "Trees"}, {"guid": "g2", "title": "Rivers"}]
+
+
+# --- fixtures and helpers -----------------------------------------------------
+
+
+def _plugin_registers_cli() -> bool:
+    return hasattr(Harvest, "get_commands")
+
+
+@pytest.fixture
+def harvester_command(monkeypatch):
+    """Make ``ckan harvester`` available even if the plugin does not add it."""
+    from ckan.cli import cli as ckan_cli
+
+    if _plugin_registers_cli():
+        return
+    original = ckan_cli._add_external_commands
+
+    def add_external_commands(ctx: Any) -> None:
+        original(ctx)
+        ctx.command.add_command(harvest_cli.harvester)
+
+    monkeypatch.setattr(ckan_cli, "_add_external_commands", add_external_commands)
+
+
+@pytest.fixture
+def run(cli):
+    """``run("sources", "all")`` invokes ``ckan harvester sources all``."""
+
+    def _run(*args: str, input: Optional[str] = None) -> Any:
+        return cli.invoke(ckan_command, ["harvester", *args], input=input)
+
+    return _run
+
+
+@pytest.fixture
+def redis_conn(ckan_config):
+    return redis.Redis.from_url(ckan_config["ckan.redis.url"], decode_responses=True)
+
+
+def _gather_key() -> str:
+    return queue.get_gather_routing_key()
+
+
+def _fetch_key() -> str:
+    return queue.get_fetch_routing_key()
+
+
+def _source(**kwargs: Any) -> Any:
+    kwargs.setdefault("config", json.dumps({"datasets": DATASETS}))
+    kwargs.setdefault("frequency", "MANUAL")
+    return harvest_factories.HarvestSource(**kwargs)
+
+
+def _harvested_source(**kwargs: Any) -> Any:
+    """A source whose datasets g1 and g2 have been harvested (no queues)."""
+    from ckanext.harvest.tests.lib import run_harvest_job
+
+    source = _source(**kwargs)
+    job = harvest_factories.HarvestJobObj(source=HarvestSource.get(source["id"]))
+    run_harvest_job(job, queue.get_harvester("test"))
+    return source
+
+
+def _jobs_of(source_id: str) -> list[HarvestJob]:
+    model.Session.expire_all()
+    return model.Session.query(HarvestJob).filter_by(source_id=source_id).all()
+
+
+def _source_block(source: dict[str, Any], jobs: int = 0, name: bool = True,
+                  frequency: str = "MANUAL", active: bool = True) -> str:
+    lines = ["Source id: {}".format(source["id"])]
+    if name:
+        lines.append("\tname: {}".format(source["name"]))
+    lines += [
+        "\turl: {}".format(source["url"]),
+        "\ttype: test",
+        "\tactive: {}".format(active),
+        "\tfrequency: {}".format(frequency),
+        "\tjobs: {}".format(jobs),
+    ]
+    return "\n".join(lines) + "\n\n"
+
+
+def _job_block(job_id: str, status: str, source_id: str) -> str:
+    return (
+        "\tJob id: {}\n\t\tstatus: {}\n\t\tsource: {}\n\t\tobjects: 0\n"
+        "\t\tgather_errors: 0\n".format(job_id, status, source_id)
+    )
+
+
+def _dataset_exists(name: str) -> bool:
+    model.Session.expire_all()
+    package = model.Package.get(name)
+    return package is not None and package.state == "active"
+
+
+# --- the group ------------------------------------------------------------------
+
+
+def test_help_lists_every_command_and_hides_the_older_spellings(run):
+    result = run("--help")
+
+    assert result.exit_code == 0, result.output
+    assert "Harvests remotely mastered metadata." in result.stdout
+    listed = [line.split()[0] for line in
+              result.stdout.split("Commands:")[1].strip().splitlines()]
+    assert sorted(listed) == sorted(COMMANDS)
+    assert not set(ALIASES) & set(listed)
+
+
+def test_source_help_lists_its_subcommands(run):
+    result = run("source", "--help")
+
+    assert result.exit_code == 0, result.output
+    listed = [line.split()[0] for line in
+              result.stdout.split("Commands:")[1].strip().splitlines()]
+    assert sorted(listed) == sorted(SOURCE_COMMANDS)
+
+
+def test_ckan_help_lists_the_harvester_group(run, cli):
+    result = cli.invoke(ckan_command, ["--help"])
+
+    assert result.exit_code == 0, result.output
+    assert "harvester" in result.stdout
+
+
+# --- source create / show / remove / clear / clear-history ------------------------
+
+
+def test_source_create_prints_the_source_and_the_source_count(run):
+    harvest_factories.HarvestSource()
+
+    result = run("source", "create", "my-source", "http://example.com/cat", "test",
+                 "My title")
+
+    assert result.exit_code == 0, result.output
+    source = toolkit.get_action("harvest_source_show")(
+        {"ignore_auth": True}, {"id": "my-source"})
+    assert source["title"] == "My title"
+    assert source["source_type"] == "test"
+    assert source["frequency"] == "MANUAL"
+    assert result.stdout == (
+        "Created new harvest source:\n" + _source_block(source)
+        + "There are 2 harvest sources\n"
+    )
+    assert _jobs_of(source["id"]) == []
+
+
+def test_source_create_with_empty_frequency_also_starts_a_job(run, redis_conn):
+    result = run("source", "create", "my-source", "http://example.com/cat", "test",
+                 "My title", "true", "", "")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.endswith(
+        "There is 1 harvest source\n"
+        "A new Harvest Job for this source has also been created\n"
+    )
+    source = HarvestSource.get("http://example.com/cat", attr="url")
+    [job] = _jobs_of(source.id)
+    assert job.status == "Running"
+    assert redis_conn.lrange(_gather_key(), 0, -1) == [
+        json.dumps({"harvest_job_id": job.id})
+    ]
+
+
+def test_source_create_validation_error_lists_the_fields(run):
+    result = run("source", "create", "my-source", "http://example.com/cat", "nope")
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0] == "Validation error:"
+    assert any(line.startswith("\tSource type: ") for line in lines[1:-1])
+    assert all(line.startswith("\t") for line in lines[1:-1])
+    assert lines[-1] == "Aborted!"
+    assert model.Session.query(HarvestSource).count() == 0
+
+
+def test_older_source_spelling_creates_a_source(run):
+    result = run("source", "old-style", "http://example.com/old", "test", "Old", "true",
+                 "", "WEEKLY", '{"datasets": []}')
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Created new harvest source:\n")
+    source = toolkit.get_action("harvest_source_show")(
+        {"ignore_auth": True}, {"id": "old-style"})
+    assert source["frequency"] == "WEEKLY"
+    assert source["config"] == '{"datasets": []}'
+
+
+def test_source_show_prints_the_source_block(run):
+    source = _source()
+    harvest_factories.HarvestJob(source=HarvestSource.get(source["id"]))
+
+    result = run("source", "show", source["name"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == _source_block(source, jobs=1)
+
+
+def test_source_show_unknown_source(run):
+    result = run("source", "show", "missing")
+
+    assert result.exit_code == 1
+    assert result.stderr == "Source <missing> not found.\nAborted!\n"
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", [["source", "remove"], ["rmsource"]])
+def test_source_remove_deactivates_the_source(run, command):
+    source = _harvested_source()
+
+    result = run(*command, source["name"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Removed harvest source: {}\n".format(source["name"])
+    model.Session.expire_all()
+    assert HarvestSource.get(source["id"]).active is False
+    assert model.Package.get(source["id"]).state == "deleted"
+    assert _dataset_exists("harvested-g1")
+    assert len(_jobs_of(source["id"])) == 1
+
+
+@pytest.mark.parametrize("command", [["source", "clear"], ["clearsource"]])
+def test_source_clear_deletes_datasets_jobs_and_objects(run, command):
+    source = _harvested_source()
+    assert _dataset_exists("harvested-g1")
+
+    result = run(*command, source["id"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Cleared harvest source: {}\n".format(source["id"])
+    assert not _dataset_exists("harvested-g1")
+    assert _jobs_of(source["id"]) == []
+    assert model.Session.query(HarvestObject).count() == 0
+    assert HarvestSource.get(source["id"]) is not None
+
+
+def test_source_clear_unknown_source(run):
+    result = run("source", "clear", "missing")
+
+    assert result.exit_code == 1
+    assert result.stderr == "Source <missing> not found.\nAborted!\n"
+
+
+def test_source_clear_history_of_one_source_keeps_datasets(run):
+    source = _harvested_source()
+    other = _harvested_source(url="http://other.example.com")
+
+    result = run("source", "clear-history", source["name"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Cleared job history of harvest source: {}\n".format(
+        source["name"])
+    assert _jobs_of(source["id"]) == []
+    assert len(_jobs_of(other["id"])) == 1
+    assert _dataset_exists("harvested-g1")
+
+
+@pytest.mark.parametrize("value", ["yes", "false"])
+def test_source_clear_history_keep_current_takes_any_value(run, value):
+    source = _harvested_source()
+
+    result = run("source", "clear-history", source["id"], "-k", value)
+
+    assert result.exit_code == 0, result.output
+    # The current objects (and so their job) are kept.
+    assert len(_jobs_of(source["id"])) == 1
+
+
+@pytest.mark.parametrize("command", [["source", "clear-history"], ["clearsource_history"]])
+def test_source_clear_history_of_all_sources_purges_the_queues(run, redis_conn, command):
+    first = _harvested_source()
+    second = _harvested_source(url="http://other.example.com")
+    redis_conn.rpush(_fetch_key(), json.dumps({"harvest_object_id": "x"}))
+
+    result = run(*command)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Cleared job history for all harvest sources: 2 source(s)\n"
+    assert _jobs_of(first["id"]) == [] and _jobs_of(second["id"]) == []
+    assert redis_conn.llen(_fetch_key()) == 0
+
+
+# --- sources, jobs ------------------------------------------------------------------
+
+
+def test_sources_lists_active_sources_or_all(run):
+    active = _source()
+    inactive = _source(url="http://inactive.example.com")
+    toolkit.get_action("harvest_source_delete")({"ignore_auth": True},
+                                                {"id": inactive["id"]})
+
+    only_active = run("sources")
+    every = run("sources", "all")
+
+    assert only_active.exit_code == 0, only_active.output
+    assert only_active.stdout == (
+        _source_block(active, name=False) + "There is 1 active harvest source\n"
+    )
+    assert every.exit_code == 0, every.output
+    assert every.stdout == (
+        _source_block(inactive, name=False, active=False)
+        + _source_block(active, name=False) + "There are 2 harvest sources\n"
+    )
+
+
+def test_sources_with_no_sources(run):
+    result = run("sources")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "There are 0 active harvest sources\n"
+
+
+def test_job_creates_and_queues_a_job(run, redis_conn):
+    source = _source()
+
+    result = run("job", source["name"])
+
+    assert result.exit_code == 0, result.output
+    [job] = _jobs_of(source["id"])
+    assert job.status == "Running"
+    assert result.stdout == (
+        _job_block(job.id, "Running", source["id"]) + "There are 0 new harvest jobs\n"
+    )
+    assert redis_conn.lrange(_gather_key(), 0, -1) == [
+        json.dumps({"harvest_job_id": job.id})
+    ]
+
+
+def test_job_when_the_source_has_an_unrun_job(run):
+    source = _source()
+    harvest_factories.HarvestJob(source=HarvestSource.get(source["id"]))
+
+    result = run("job", source["id"])
+
+    assert result.exit_code == 1
+    assert result.stderr == "There already is an unrun job for this source\nAborted!\n"
+    assert len(_jobs_of(source["id"])) == 1
+
+
+def test_job_for_an_inactive_source(run):
+    source = _source()
+    toolkit.get_action("harvest_source_delete")({"ignore_auth": True}, {"id": source["id"]})
+
+    result = run("job", source["name"])
+
+    assert result.exit_code == 1
+    assert result.stderr == "Can not create jobs on inactive sources\nAborted!\n"
+    assert _jobs_of(source["id"]) == []
+
+
+def test_job_for_an_unknown_source(run):
+    result = run("job", "missing")
+
+    assert result.exit_code == 1
+    assert result.stderr == "Source <missing> not found.\nAborted!\n"
+
+
+def test_jobs_lists_every_job(run):
+    first = harvest_factories.HarvestJob()
+    second = harvest_factories.HarvestJob(
+        source=harvest_factories.HarvestSourceObj(url="http://two.example.com"))
+
+    result = run("jobs")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        _job_block(second["id"], "New", second["source_id"])
+        + _job_block(first["id"], "New", first["source_id"])
+        + "There are 2 harvest jobs\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["job-abort", "job_abort"])
+def test_job_abort_finishes_the_job(run, command):
+    job = harvest_factories.HarvestJob()
+
+    result = run(command, job["id"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Job status: Finished\n"
+    model.Session.expire_all()
+    assert HarvestJob.get(job["id"]).status == "Finished"
+
+
+def test_job_abort_unknown_job(run):
+    result = run("job-abort", "missing")
+
+    assert result.exit_code == 1
+    assert result.stderr == "Job not found.\nAborted!\n"
+
+
+def test_abort_failed_jobs_prints_the_result_and_an_empty_line(run):
+    job = harvest_factories.HarvestJobObj()
+    job.status = "Running"
+    job.created = datetime.datetime(2000, 1, 1)
+    job.save()
+
+    result = run("abort-failed-jobs", "3", "-e", "some-other-source")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Done. Aborted jobs: 1\n\n"
+    model.Session.expire_all()
+    assert HarvestJob.get(job.id).status == "Finished"
+
+
+def test_abort_failed_jobs_without_running_jobs(run):
+    result = run("abort-failed-jobs")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "There is no jobs to abort\n\n"
+
+
+def test_job_all_creates_a_job_per_active_source(run):
+    first = _source()
+    second = _source(url="http://two.example.com")
+
+    result = run("job-all")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Created 2 new harvest jobs\n"
+    assert len(_jobs_of(first["id"])) == 1 and len(_jobs_of(second["id"])) == 1
+
+
+def test_run_starts_due_scheduled_sources(run, redis_conn):
+    source = _source(frequency="DAILY")
+
+    result = run("run")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    [job] = _jobs_of(source["id"])
+    assert job.status == "Running"
+    assert redis_conn.llen(_gather_key()) == 1
+
+
+# --- run-test, import, reindex --------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["run-test", "run_test"])
+def test_run_test_harvests_in_process(run, command):
+    source = _source()
+
+    result = run(command, source["name"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert _dataset_exists("harvested-g1") and _dataset_exists("harvested-g2")
+    [job] = _jobs_of(source["id"])
+    assert job.status == "Finished"
+
+
+def test_run_test_with_a_guid_imports_only_that_object(run):
+    source = _source()
+
+    result = run("run-test", source["id"], "force-import=g2")
+
+    assert result.exit_code == 0, result.output
+    assert _dataset_exists("harvested-g2")
+    assert not _dataset_exists("harvested-g1")
+
+
+def test_run_test_reuses_the_new_job_of_the_source(run):
+    source = _source()
+    job = harvest_factories.HarvestJob(source=HarvestSource.get(source["id"]))
+
+    result = run("run-test", source["name"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Reusing existing harvest job\n"
+    assert [j.id for j in _jobs_of(source["id"])] == [job["id"]]
+    assert _dataset_exists("harvested-g1")
+
+
+@pytest.mark.parametrize("answer, exit_code", [("n", 1), ("y", 0)])
+def test_run_test_asks_before_aborting_a_running_job(run, answer, exit_code):
+    source = _source()
+    job = harvest_factories.HarvestJobObj(source=HarvestSource.get(source["id"]))
+    job.status = "Running"
+    job.save()
+
+    result = run("run-test", source["name"], input=answer + "\n")
+
+    assert result.exit_code == exit_code, result.output
+    assert result.stdout.startswith(
+        '\nSource "{}" apparently has a "Running" job:\n'.format(source["name"])
+        + _job_block(job.id, "Running", source["id"]) + "\n"
+        + "Abort it? (y/n)"
+    )
+    assert _dataset_exists("harvested-g1") is (answer == "y")
+
+
+def test_run_test_unknown_source(run):
+    result = run("run-test", "missing")
+
+    assert result.exit_code == 1
+    assert result.stderr == "Source <missing> not found.\nAborted!\n"
+
+
+def test_import_reimports_the_objects_of_a_source(run):
+    source = _harvested_source()
+    model.Package.get("harvested-g1").title = "Changed locally"
+    model.Session.commit()
+
+    result = run("import", source["name"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "2 objects reimported\n"
+    model.Session.expire_all()
+    assert model.Package.get("harvested-g1").title == "Trees"
+
+
+def test_import_by_object_guid_and_package(run):
+    _harvested_source()
+    obj = model.Session.query(HarvestObject).filter_by(guid="g1").one()
+
+    by_object = run("import", "-o", obj.id)
+    by_guid = run("import", "--guid", "g2")
+    by_package = run("import", "-p", "harvested-g1", "--no-join-datasets")
+
+    assert by_object.stdout == "1 objects reimported\n"
+    assert by_guid.stdout == "1 objects reimported\n"
+    assert by_package.stdout == "1 objects reimported\n"
+
+
+def test_import_segments(run):
+    import hashlib
+
+    _harvested_source()
+    ids = [obj.id for obj in model.Session.query(HarvestObject)]
+    segment = hashlib.md5(ids[0].encode("utf-8")).hexdigest()[0]
+    expected = sum(hashlib.md5(i.encode("utf-8")).hexdigest()[0] == segment for i in ids)
+
+    result = run("import", "--segments", segment)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "{} objects reimported\n".format(expected)
+
+
+def test_import_unknown_source_is_reported_without_failing(run):
+    result = run("import", "missing")
+
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert result.stderr == "Source <missing> not found.\n"
+
+
+def test_progress_bars_in_a_terminal(run, monkeypatch):
+    source = _harvested_source()
+    monkeypatch.setattr(harvest_cli, "_interactive", lambda: True)
+
+    imported = run("import", source["id"])
+    reindexed = run("reindex")
+    harvested = run("run-test", _source(url="http://two.example.com")["id"])
+    cleared = run("source", "clear", source["id"])
+
+    assert imported.exit_code == 0, imported.output
+    assert "Importing harvest objects" in imported.stdout
+    assert imported.stdout.endswith("2 objects reimported\n")
+    assert "Reindexing harvest sources" in reindexed.stdout
+    assert "Harvesting test_source" in harvested.stdout
+    assert "Clearing harvest source" in cleared.stdout
+    assert cleared.stdout.endswith("Cleared harvest source: {}\n".format(source["id"]))
+    assert not _dataset_exists("harvested-g1")
+
+
+def test_reindex(run):
+    source = _source()
+
+    result = run("reindex")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    found = toolkit.get_action("package_search")(
+        {"ignore_auth": True}, {"fq": "+dataset_type:harvest", "include_private": True})
+    assert [pkg["id"] for pkg in found["results"]] == [source["id"]]
+
+
+# --- queues and maintenance -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["purge-queues", "purge_queues"])
+def test_purge_queues_empties_both_queues(run, redis_conn, command):
+    redis_conn.rpush(_gather_key(), json.dumps({"harvest_job_id": "a"}))
+    redis_conn.rpush(_fetch_key(), json.dumps({"harvest_object_id": "b"}))
+    redis_conn.set("ckanext-harvest:some-random-key", "kept")
+
+    result = run(command)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert redis_conn.llen(_gather_key()) == 0
+    assert redis_conn.llen(_fetch_key()) == 0
+    assert redis_conn.get("ckanext-harvest:some-random-key") == "kept"
+    redis_conn.delete("ckanext-harvest:some-random-key")
+
+
+def test_purge_queues_when_the_broker_is_down(run, ckan_config, monkeypatch):
+    # Set here rather than with marks: the clean_queues fixture needs the broker.
+    monkeypatch.setitem(ckan_config, "ckan.harvest.mq.type", "amqp")
+    monkeypatch.setitem(ckan_config, "ckan.harvest.mq.hostname", "127.0.0.1")
+    monkeypatch.setitem(ckan_config, "ckan.harvest.mq.port", "1")
+
+    result = run("purge-queues")
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Cannot use the queue broker: ")
+    assert len(result.stderr.splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_consumers_gather_then_fetch_and_import(run, monkeypatch):
+    monkeypatch.setattr(queue, "run_gather_consumer", functools.partial(
+        queue.run_gather_consumer, stop_after=1, idle_timeout=10))
+    monkeypatch.setattr(queue, "run_fetch_consumer", functools.partial(
+        queue.run_fetch_consumer, stop_after=2, idle_timeout=10))
+    source = _source()
+    toolkit.get_action("harvest_job_create")(
+        {"ignore_auth": True, "user": ""}, {"source_id": source["id"], "run": True})
+
+    gathered = run("gather-consumer")
+    fetched = run("fetch_consumer")
+
+    assert gathered.exit_code == 0, gathered.output
+    assert fetched.exit_code == 0, fetched.output
+    model.Session.expire_all()
+    states = {obj.guid: obj.state for obj in model.Session.query(HarvestObject)}
+    assert states == {"g1": "COMPLETE", "g2": "COMPLETE"}
+    assert _dataset_exists("harvested-g1") and _dataset_exists("harvested-g2")
+
+
+@pytest.mark.parametrize("command", ["clean-harvest-log", "clean_harvest_log"])
+@pytest.mark.ckan_config("ckan.harvest.log_timeframe", "10")
+def test_clean_harvest_log_deletes_old_records(run, command):
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    HarvestLog(content="old", level="INFO", created=now - datetime.timedelta(days=11)).save()
+    HarvestLog(content="recent", level="INFO", created=now - datetime.timedelta(days=9)).save()
+
+    result = run(command)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    model.Session.expire_all()
+    assert [row.content for row in model.Session.query(HarvestLog)] == ["recent"]
+
+
+def test_harvesters_info_prints_the_list(run):
+    result = run("harvesters_info")
+
+    assert result.exit_code == 0, result.output
+    expected = toolkit.get_action("harvesters_info_show")({"ignore_auth": True}, {})
+    assert result.stdout == "{}\n".format(expected)
+    assert "'name': 'test'" in result.stdout
+
+
+# --- the real executable --------------------------------------------------------------
+
+
+@pytest.fixture
+def ckan_ini(tmp_path: Path) -> Path:
+    """test-core.ini with the test harvester (source type ``test``) enabled."""
+    ini = tmp_path / "cli-test.ini"
+    ini.write_text(
+        "[app:main]\nuse = config:{}\nckan.plugins = harvest test_harvester\n".format(
+            REPO / "test-core.ini")
+    )
+    return ini
+
+
+def _ckan_command(ini: Path, *args: str) -> list[str]:
+    if _plugin_registers_cli():
+        command = [str(Path(sys.executable).with_name("ckan"))]
+    else:  # the same entry point, with the group registered by hand
+        command = [sys.executable, "-c", (
+            "import sys; from ckan.cli.cli import ckan; "
+            "from ckanext.harvest.cli import harvester; "
+            "ckan.add_command(harvester); sys.argv[0] = 'ckan'; ckan()"
+        )]
+    return command + ["-c", str(ini), "harvester", *args]
+
+
+def _ckan(ini: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``ckan -c <ini> harvester ...``."""
+    return subprocess.run(_ckan_command(ini, *args), capture_output=True, text=True,
+                          env=dict(os.environ), cwd=REPO, timeout=120)
+
+
+def test_real_executable_create_list_and_purge(redis_conn, ckan_ini):
+    created = _ckan(ckan_ini, "source", "create", "real-source", "http://real.example.com",
+                    "test")
+    duplicate = _ckan(ckan_ini, "source", "create", "real-source",
+                      "http://real.example.com", "test")
+    listed = _ckan(ckan_ini, "sources")
+    redis_conn.rpush(_gather_key(), json.dumps({"harvest_job_id": "a"}))
+    purged = _ckan(ckan_ini, "purge-queues")
+
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("Created new harvest source:\nSource id: ")
+    assert duplicate.returncode == 1
+    assert "Validation error:\n\t" in duplicate.stderr
+    assert duplicate.stderr.endswith("Aborted!\n")
+    assert "Traceback" not in duplicate.stderr
+    assert listed.returncode == 0, listed.stderr
+    assert "\turl: http://real.example.com\n\ttype: test\n" in listed.stdout
+    assert listed.stdout.endswith("There is 1 active harvest source\n")
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout == ""
+    assert redis_conn.llen(_gather_key()) == 0
+
+
+def test_real_executable_gather_consumer_stops_cleanly_on_sigterm(ckan_ini):
+    source = _source()
+    job = toolkit.get_action("harvest_job_create")(
+        {"ignore_auth": True, "user": ""}, {"source_id": source["id"], "run": True})
+    consumer = subprocess.Popen(
+        _ckan_command(ckan_ini, "gather-consumer"), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=dict(os.environ), cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        gathered = None
+        while gathered is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            model.Session.expire_all()
+            gathered = HarvestJob.get(job["id"]).gather_finished
+        consumer.send_signal(signal.SIGTERM)
+        stdout, stderr = consumer.communicate(timeout=30)
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+            consumer.communicate()
+
+    assert gathered is not None, stderr
+    assert consumer.returncode == 0, stderr
+    assert stdout == ""
+    assert "Traceback" not in stderr
+    assert model.Session.query(HarvestObject).filter_by(
+        harvest_job_id=job["id"]).count() == 2
