@@ -8,25 +8,28 @@ may do anything). They are data, not derived from the code under test.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import pytest
+import sqlalchemy as sa
 from ckan import model, plugins
+from ckan.common import config
 from ckan.plugins import toolkit
 from ckan.tests import factories
-from ckan.tests.helpers import call_action, call_auth
+from ckan.tests.helpers import _get_test_app, call_action, call_auth
 
 from ckanext.harvest.logic import auth as harvest_auth
 from ckanext.harvest.logic.action import create as action_create
 from ckanext.harvest.logic.action import update as action_update
-from ckanext.harvest.model import HarvestJob, HarvestObject, HarvestSource
+from ckanext.harvest.model import HarvestJob, HarvestObject, HarvestSource, migrations
 from ckanext.harvest.tests import factories as harvest_factories
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", "harvest test_harvester test_harvester2"),
-    pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index"),
-]
+# Every test of this module runs with these plugins (loaded once for the module
+# by ``harvest_site``) on a fresh world: the database is reset and the world
+# built once, and only rebuilt after a test changed it (see ``world``).
+PLUGINS = "harvest test_harvester test_harvester2"
 
 ROLES = ("anonymous", "user", "member", "editor", "admin", "other_admin", "sysadmin")
 Y, N = True, False
@@ -37,6 +40,7 @@ class World:
     """An organisation with a public and a private source, and the role holders."""
 
     users: dict[str, str]  # role -> user name ('' for anonymous)
+    tokens: dict[str, str]  # role -> API token of the user (no anonymous entry)
     org_id: str
     source_id: str  # public source of the organisation, with a New job and an object
     source_name: str
@@ -48,8 +52,7 @@ class World:
     object_id: str
 
 
-@pytest.fixture
-def world() -> World:
+def _build_world() -> World:
     users = {role: factories.User()["name"] for role in ROLES[1:-1]}
     users["anonymous"] = ""
     users["sysadmin"] = factories.Sysadmin()["name"]
@@ -65,13 +68,140 @@ def world() -> World:
     job = harvest_factories.HarvestJobObj(source=source)
     private_job = harvest_factories.HarvestJobObj(source=private_source)
     obj = harvest_factories.HarvestObjectObj(job=job, guid="guid-1")
+    tokens = {
+        role: call_action("api_token_create", {"user": user}, user=user,
+                          name="auth-matrix")["token"]
+        for role, user in users.items() if user
+    }
     return World(
-        users=users, org_id=org["id"],
+        users=users, tokens=tokens, org_id=org["id"],
         source_id=source.id, source_name=model.Package.get(source.id).name,
         source_url=source.url, private_source_id=private_source.id,
         idle_source_id=idle_source.id, job_id=job.id, private_job_id=private_job.id,
         object_id=obj.id,
     )
+
+
+# Tables and columns that requests touch without changing the world: the
+# last-use stamps of users and tokens, the DB log and CKAN's bookkeeping.
+_UNTRACKED_TABLES = {
+    "alembic_version", "harvest_alembic_version", "harvest_log",
+    "activity", "activity_detail", "tracking_raw", "tracking_summary",
+}
+_UNTRACKED_COLUMNS = ("last_active", "last_access")
+
+
+def _fingerprint_query() -> Any:
+    tables = sorted(
+        set(sa.inspect(model.meta.engine).get_table_names()) - _UNTRACKED_TABLES
+    )
+    columns = ", ".join("'{}'".format(column) for column in _UNTRACKED_COLUMNS)
+    return sa.text(" UNION ALL ".join(
+        "SELECT '{table}' AS t, count(*) AS n, "
+        "md5(coalesce(string_agg(r, '|' ORDER BY r), '')) AS h "
+        "FROM (SELECT (to_jsonb(x) - ARRAY[{columns}])::text AS r "
+        "FROM \"{table}\" x) rows".format(table=table, columns=columns)
+        for table in tables
+    ))
+
+
+class HarvestSite:
+    """The module's CKAN site: plugins, a test app and the (lazily rebuilt) world.
+
+    The world is built on a freshly reset database and search index, exactly
+    like the function-scoped ``clean_db``/``clean_index`` + world of a single
+    test would do. After every test the whole database (but the last-use stamps
+    and logs) is compared with its state right after the build; any difference,
+    and any allowed call of a state-changing action, discards the world so the
+    next test gets a fresh one.
+    """
+
+    def __init__(self, app: Any, reset_db: Callable[[], None],
+                 reset_index: Callable[[], None]) -> None:
+        self.app = app
+        self._reset_db = reset_db
+        self._reset_index = reset_index
+        self._world: Optional[World] = None
+        self._pristine: Any = None
+        self._query: Any = None
+        self.config: dict[str, Any] = {}  # the configuration with the plugins loaded
+        self.builds = 0
+
+    def world(self) -> World:
+        if self._world is None:
+            model.Session.remove()
+            self._reset_db()
+            migrations.upgrade()
+            self._reset_index()
+            self._world = _build_world()
+            model.Session.remove()
+            self._query = _fingerprint_query()
+            self._pristine = self._fingerprint()
+            self.builds += 1
+        return self._world
+
+    def discard(self) -> None:
+        """The world was changed: build a new one for the next test."""
+        self._world = None
+
+    def check(self) -> None:
+        """Discard the world if the test left the database changed."""
+        model.Session.remove()
+        if self._world is not None and self._fingerprint() != self._pristine:
+            self.discard()
+
+    def _fingerprint(self) -> Any:
+        with model.meta.engine.connect() as connection:
+            return connection.execute(self._query).all()
+
+
+@pytest.fixture(scope="module")
+def harvest_site(reset_db, reset_index) -> Iterator[HarvestSite]:
+    """Load the plugins and build the test app once for the module.
+
+    Does what CKAN's ``ckan_config`` mark + ``with_plugins`` + ``app`` fixtures
+    do per test, and undoes it at module teardown: plugins unloaded and the
+    configuration restored, so that other test modules are unaffected.
+    """
+    from ckan.lib.app_globals import _CONFIG_CACHE
+
+    original = copy.deepcopy(config)
+    config["ckan.plugins"] = PLUGINS.split()
+    _CONFIG_CACHE.clear()
+    try:
+        plugins.load_all()
+        site = HarvestSite(_get_test_app(), reset_db, reset_index)
+        site.config = copy.deepcopy(config)
+        yield site
+    finally:
+        plugins.unload_all()
+        model.Session.remove()
+        config.clear()
+        config.update(original)
+        _CONFIG_CACHE.clear()
+
+
+@pytest.fixture(autouse=True)
+def site_config(harvest_site: HarvestSite) -> Iterator[None]:
+    """CKAN's pytest plugin resets the configuration before every test: put
+    back the one of the loaded plugins (what ``with_plugins`` leaves in place)."""
+    config.clear()
+    config.update(copy.deepcopy(harvest_site.config))
+    yield
+
+
+@pytest.fixture(autouse=True)
+def world(harvest_site: HarvestSite, site_config: None) -> Iterator[World]:
+    """A pristine world for every test (autouse: no test sees a changed one)."""
+    yield harvest_site.world()
+    harvest_site.check()
+
+
+@pytest.fixture
+def app(harvest_site: HarvestSite) -> Any:
+    """The module's test app, with a fresh client (no cookies of earlier tests)."""
+    harvest_site.app.client = harvest_site.app.test_client()
+    return harvest_site.app
 
 
 DataBuilder = Callable[[World], dict[str, Any]]
@@ -446,13 +576,20 @@ ANONYMOUS_ALLOWED_ACTIONS: list[tuple[str, DataBuilder]] = [
 ]
 
 
-def _headers(user: str) -> dict[str, str]:
-    if not user:
+def _headers(w: World, role: str) -> dict[str, str]:
+    if role == "anonymous":
         return {}
-    token = call_action(
-        "api_token_create", {"user": user}, user=user, name="auth-matrix"
-    )["token"]
-    return {"Authorization": token}
+    return {"Authorization": w.tokens[role]}
+
+
+# Actions that change the world when allowed: a test calling one successfully
+# discards the world (the fingerprint check would catch the database part too,
+# this also covers the search index).
+STATE_CHANGING_ACTIONS = {
+    "harvest_source_update", "harvest_source_patch", "harvest_source_delete",
+    "harvest_job_create", "harvest_job_abort", "harvest_jobs_run",
+    "harvest_abort_failed_jobs", "harvest_source_reindex", "harvest_object_create",
+}
 
 
 def _snapshot(w: World) -> dict[str, Any]:
@@ -471,13 +608,15 @@ def _snapshot(w: World) -> dict[str, Any]:
 class TestApiMatrix:
     @pytest.mark.parametrize("action, build, role, expected", _cells(API_MATRIX))
     def test_role_is_allowed_or_denied_over_http(
-        self, app, world, action, build, role, expected
+        self, app, harvest_site, world, action, build, role, expected
     ):
-        headers = _headers(world.users[role])
+        headers = _headers(world, role)
         payload = build(world)
         before = _snapshot(world)
 
         response = app.post("/api/3/action/" + action, json=payload, headers=headers)
+        if response.status_code != 403 and action in STATE_CHANGING_ACTIONS:
+            harvest_site.discard()
 
         body = response.json
         if expected:
@@ -489,7 +628,7 @@ class TestApiMatrix:
             assert _snapshot(world) == before
 
     def test_refusal_message_reaches_the_api_client(self, app, world):
-        headers = _headers(world.users["editor"])
+        headers = _headers(world, "editor")
 
         response = app.post("/api/3/action/harvest_jobs_run", json={}, headers=headers)
 
@@ -499,7 +638,7 @@ class TestApiMatrix:
         )
 
     def test_source_refusal_message_reaches_the_api_client(self, app, world):
-        headers = _headers(world.users["other_admin"])
+        headers = _headers(world, "other_admin")
 
         response = app.post(
             "/api/3/action/harvest_job_list", json={"source_id": world.source_id},
