@@ -100,7 +100,25 @@ def harvest_source_config_validator(
         raise Invalid("Error parsing the configuration options: %s" % e) from e
     if validated is not None:
         data[key] = validated
+    _check_run_as_user(data[key], context)
     return data[key]
+
+
+def _check_run_as_user(config: Any, context: Context) -> None:
+    """Only sysadmins may make a harvest run as someone else (config ``user``)."""
+    try:
+        run_as = json.loads(config).get("user") if config else None
+    except (ValueError, AttributeError):
+        return
+    actor = context.get("user")
+    if not run_as or run_as == actor or context.get("ignore_auth"):
+        return
+    user = model.User.get(actor) if actor else None
+    if user is None or not user.sysadmin:
+        raise Invalid(
+            "Error parsing the configuration options: only sysadmins can make "
+            "a harvest run as another user ({})".format(run_as)
+        )
 
 
 def keep_not_empty_extras(
