@@ -482,7 +482,8 @@ def _import(harvester: Any, obj: HarvestObject) -> bool:
             return False
     else:
         obj.state = ObjectState.ERROR.value
-    obj.save()
+    # Saved with the report status: a crash in between would leave a finished
+    # object without one, and its redelivery is skipped as already done.
     return True
 
 
@@ -490,7 +491,8 @@ def fetch_and_import_stages(harvester: Any, obj: HarvestObject) -> None:
     """Run the fetch stage of ``obj``, then its import stage if fetch returned True.
 
     Sets the state, timestamps and report status of the object (each step
-    committed). Exceptions raised by the harvester propagate.
+    committed; the final state together with the report status). Exceptions
+    raised by the harvester propagate.
     """
     obj.fetch_started = _utcnow()
     obj.state = ObjectState.FETCH.value
@@ -508,7 +510,7 @@ def fetch_and_import_stages(harvester: Any, obj: HarvestObject) -> None:
         return
     else:
         obj.state = ObjectState.ERROR.value
-        obj.save()
+    model.Session.flush()
     obj.report_status = _report_status(obj)
     obj.save()
 

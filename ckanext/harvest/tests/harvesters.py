@@ -126,11 +126,17 @@ class _ConfigDrivenHarvester:
             "owner_org": source_dataset.owner_org if source_dataset else None,
         }
         previous = self._previous(harvest_object)
+        # A dataset left by an import that crashed before its object was saved
+        # is updated, not created twice.
+        existing = model.Package.get(data["name"])
         if previous is not None and previous.package_id:
             data["id"] = previous.package_id
             result = toolkit.get_action("package_update")(self._context(), data)
             previous.current = False
             previous.add()
+        elif existing is not None:
+            data["id"] = existing.id
+            result = toolkit.get_action("package_update")(self._context(), data)
         else:
             result = toolkit.get_action("package_create")(self._context(), data)
         harvest_object.package_id = result["id"]
