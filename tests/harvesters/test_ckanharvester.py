@@ -366,7 +366,8 @@ def test_harvest_updates_newer_datasets_and_skips_unchanged_ones(
     _add_search(remote, [[_dataset(1), _dataset(2)]])
     _harvest(source, harvester)
     _reset_remote(remote)
-    newer = _dataset(1, title="New title", metadata_modified="2024-04-01T00:00:00.123456")
+    # Far in the future: CKAN 2.11 stamps the local copy with the import time.
+    newer = _dataset(1, title="New title", metadata_modified="2999-04-01T00:00:00.123456")
     _add_search(remote, [[newer, _dataset(2)]])
 
     results = _harvest(source, harvester)

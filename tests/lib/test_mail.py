@@ -743,6 +743,10 @@ class WatcherRecipientPlugin(p.SingletonPlugin):
         return {"harvest_get_notifications_recipients": _recipients_with_watcher}
 
 
+@pytest.mark.skipif(
+    not toolkit.check_ckan_version(min_version="2.12"),
+    reason="registering an ad-hoc plugin with the with_plugins mark needs CKAN 2.12",
+)
 @pytest.mark.with_plugins({"harvest_test_watcher": WatcherRecipientPlugin})
 def test_a_chained_recipients_action_receives_the_mails(audience, smtp_sink, status_mail):
     status_mail(False, True)

@@ -98,6 +98,9 @@ def harvest_source_show_package_schema() -> Schema:
         "revision_id": [ignore_missing],
         "revision_timestamp": [ignore_missing],
         "tracking_summary": [ignore_missing],
+        # Kept when present, so the index (CKAN 2.11 validates what it indexes)
+        # holds the status that after_dataset_show added.
+        "status": [ignore_missing],
         "__extras": [ignore],
         "id": [],
     })
