@@ -21,6 +21,14 @@ CKAN_PIN := $(if $(filter %.x,$(CKAN_VERSION)),$(patsubst %.x,%.*,$(CKAN_VERSION
 CKAN_SPEC := ckan[requirements,dev]==$(CKAN_PIN)
 STAMP := $(VENV)/.installed-ckan-$(CKAN_VERSION)
 
+# Each CKAN minor version gets its own test database: a database migrated by
+# CKAN 2.12 cannot be opened by 2.11. 2.12 keeps test-core.ini's ckan_test.
+CKAN_MINOR := $(word 1,$(subst ., ,$(CKAN_VERSION)))_$(word 2,$(subst ., ,$(CKAN_VERSION)))
+ifneq ($(CKAN_MINOR),2_12)
+TEST_DB := ckan_test_$(CKAN_MINOR)
+export CKAN_SQLALCHEMY_URL ?= postgresql://ckan_default:pass@127.0.0.1/$(TEST_DB)
+endif
+
 .PHONY: help services solr solr-stop venv db test lint demo demo-stop clean
 
 help:
@@ -52,6 +60,7 @@ $(STAMP): pyproject.toml pip-requirements.txt dev-requirements.txt
 	@$(BIN)/python -c "import ckan; print('CKAN', ckan.__version__, 'installed in $(VENV)')"
 
 db: services solr venv
+	@if [ -n "$(TEST_DB)" ]; then bash dev/services.sh --database $(TEST_DB); fi
 	$(BIN)/ckan -c $(TEST_INI) db init
 	$(BIN)/ckan -c $(TEST_INI) db upgrade -p harvest
 

@@ -52,6 +52,11 @@ ensure_db ckan_test ckan_default
 ensure_db datastore_test ckan_default
 ensure_db ckan_demo ckan_default
 ensure_db ckan_demo_remote ckan_default
+# dev/services.sh --database NAME: also create that database (e.g. the test
+# database of another CKAN version).
+if [ "${1:-}" = "--database" ] && [ -n "${2:-}" ]; then
+  ensure_db "$2" ckan_default
+fi
 
 # --- Redis ------------------------------------------------------------------
 if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
