@@ -82,6 +82,8 @@ def _create_job_and_kill_gather_midway(site: HarvestSite, gather: Consumer,
     """
     deadline = time.monotonic() + GATHER_WATCH_TIMEOUT
     with site.engine.connect() as connection:
+        # Explicit transactions: SQLAlchemy 1.4 (CKAN 2.11) has no Connection.commit.
+        transaction = connection.begin()
         _lock_objects(connection)
         try:
             # ``ckan harvester job`` itself does not write harvest objects.
@@ -93,15 +95,16 @@ def _create_job_and_kill_gather_midway(site: HarvestSite, gather: Consumer,
                                 + site.diagnostics(job_id))
                 time.sleep(0.01)
         finally:
-            connection.commit()
+            transaction.commit()
         time.sleep(GATHER_RUN_SECONDS)
+        transaction = connection.begin()
         _lock_objects(connection)
         try:
             gathered = connection.execute(_GATHERED, {"job": job_id}).scalar()
             finished = connection.execute(_GATHER_FINISHED, {"job": job_id}).scalar()
             gather.kill9()
         finally:
-            connection.commit()
+            transaction.commit()
     if finished is None:
         return job_id, f"mid-gather, {gathered}/{OBJECTS} objects gathered"
     return job_id, (f"after the gather stage ({gathered} objects), while publishing "
