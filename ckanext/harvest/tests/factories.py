@@ -19,10 +19,32 @@ def _context(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {"user": _get_action_user_name(kwargs)}
 
 
-class HarvestSource(factory.Factory):
-    """A harvest source dataset (dict); the same URL returns the same source."""
+class _ActionFactory(factory.Factory):
+    """Creates through an action as the ``user`` given (site user by default)."""
 
     _return_type = "dict"
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def _create(  # type: ignore[override]
+        cls, target_class: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        if args:
+            raise AssertionError("Positional args aren't supported, use keyword args.")
+        result = cls._call_action(_context(kwargs), kwargs)
+        if cls._return_type == "dict":
+            return result
+        return cls._meta.model.get(result["id"])
+
+    @classmethod
+    def _call_action(cls, context: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+
+class HarvestSource(_ActionFactory):
+    """A harvest source dataset (dict); the same URL returns the same source."""
 
     class Meta:
         model = harvest_model.HarvestSource
@@ -34,21 +56,13 @@ class HarvestSource(factory.Factory):
     id = "{0}_id".format(name).lower()
 
     @classmethod
-    def _create(  # type: ignore[override]
-        cls, target_class: Any, *args: Any, **kwargs: Any
-    ) -> Any:
-        if args:
-            raise AssertionError("Positional args aren't supported, use keyword args.")
-        context = _context(kwargs)
+    def _call_action(cls, context: dict[str, Any], kwargs: dict[str, Any]) -> Any:
         try:
-            source_dict = toolkit.get_action("harvest_source_show")(
+            return toolkit.get_action("harvest_source_show")(
                 dict(context, ignore_auth=True), {"url": kwargs["url"]}
             )
         except toolkit.ObjectNotFound:
-            source_dict = toolkit.get_action("harvest_source_create")(context, kwargs)
-        if cls._return_type == "dict":
-            return source_dict
-        return cls._meta.model.get(source_dict["id"])
+            return toolkit.get_action("harvest_source_create")(context, kwargs)
 
 
 class HarvestSourceObj(HarvestSource):
@@ -57,10 +71,8 @@ class HarvestSourceObj(HarvestSource):
     _return_type = "obj"
 
 
-class HarvestJob(factory.Factory):
+class HarvestJob(_ActionFactory):
     """A harvest job (dict); not sent to the queue unless ``run=True``."""
-
-    _return_type = "dict"
 
     class Meta:
         model = harvest_model.HarvestJob
@@ -68,20 +80,12 @@ class HarvestJob(factory.Factory):
     source = factory.SubFactory(HarvestSourceObj)
 
     @classmethod
-    def _create(  # type: ignore[override]
-        cls, target_class: Any, *args: Any, **kwargs: Any
-    ) -> Any:
-        if args:
-            raise AssertionError("Positional args aren't supported, use keyword args.")
-        context = _context(kwargs)
+    def _call_action(cls, context: dict[str, Any], kwargs: dict[str, Any]) -> Any:
         if "source_id" not in kwargs:
             kwargs["source_id"] = kwargs["source"].id
         if "run" not in kwargs:
             kwargs["run"] = False
-        job_dict = toolkit.get_action("harvest_job_create")(context, kwargs)
-        if cls._return_type == "dict":
-            return job_dict
-        return cls._meta.model.get(job_dict["id"])
+        return toolkit.get_action("harvest_job_create")(context, kwargs)
 
 
 class HarvestJobObj(HarvestJob):
@@ -90,10 +94,8 @@ class HarvestJobObj(HarvestJob):
     _return_type = "obj"
 
 
-class HarvestObject(factory.Factory):
+class HarvestObject(_ActionFactory):
     """A harvest object (dict), created through ``harvest_object_create``."""
-
-    _return_type = "dict"
 
     class Meta:
         model = harvest_model.HarvestObject
@@ -101,20 +103,12 @@ class HarvestObject(factory.Factory):
     job = factory.SubFactory(HarvestJobObj)
 
     @classmethod
-    def _create(  # type: ignore[override]
-        cls, target_class: Any, *args: Any, **kwargs: Any
-    ) -> Any:
-        if args:
-            raise AssertionError("Positional args aren't supported, use keyword args.")
-        context = _context(kwargs)
+    def _call_action(cls, context: dict[str, Any], kwargs: dict[str, Any]) -> Any:
         if "job_id" not in kwargs:
             kwargs["job_id"] = kwargs["job"].id
             kwargs["source_id"] = kwargs["job"].source.id
         kwargs.pop("job", None)
-        obj_dict = toolkit.get_action("harvest_object_create")(context, kwargs)
-        if cls._return_type == "dict":
-            return obj_dict
-        return cls._meta.model.get(obj_dict["id"])
+        return toolkit.get_action("harvest_object_create")(context, kwargs)
 
 
 class HarvestObjectObj(HarvestObject):
