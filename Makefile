@@ -29,12 +29,13 @@ TEST_DB := ckan_test_$(CKAN_MINOR)
 export CKAN_SQLALCHEMY_URL ?= postgresql://ckan_default:pass@127.0.0.1/$(TEST_DB)
 endif
 
-.PHONY: help services solr solr-stop venv db test lint demo demo-stop clean
+.PHONY: help services solr solr-stop venv db test lint demo demo-stop bench clean
 
 help:
 	@echo "make test    - install services + virtualenv, run the whole test suite"
 	@echo "make demo    - install, run a real harvest, serve CKAN on http://127.0.0.1:5000"
 	@echo "make lint    - ruff and mypy"
+	@echo "make bench   - harvest benchmark (bench/README.rst)"
 	@echo "CKAN_VERSION=2.11.x make test  - run the suite on the newest CKAN 2.11"
 
 services:
@@ -76,6 +77,10 @@ demo: services solr venv
 
 demo-stop:
 	@bash dev/demo.sh stop
+
+# The benchmark of bench/README.rst (not part of make test): make bench BENCH_ARGS="--n 500"
+bench: services solr venv
+	@bash bench/bench.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .dev build *.egg-info

@@ -24,6 +24,10 @@ stop() {
     log "the demo web server is not running"
   fi
   rm -f "$PIDFILE"
+  # The remote CKAN and the harvest consumers started by dev/demo_harvest.sh.
+  if [ -x dev/demo_harvest.sh ]; then
+    dev/demo_harvest.sh stop
+  fi
 }
 
 if [ "${1:-}" = "stop" ]; then stop; exit 0; fi

@@ -56,9 +56,12 @@ start() {
     rm -f "$PIDFILE"
     local detach=()
     command -v setsid >/dev/null 2>&1 && detach=(setsid)
-    (cd "$ROOT" && nohup "${detach[@]}" "$PYTHON" -m dev.solr_server --host "$HOST" \
-        --port "$PORT" --pidfile "$PIDFILE" --schema-version "$SCHEMA_VERSION" \
-        >>"$LOGFILE" 2>&1 </dev/null &)
+    # exec: no shell stays behind; all output to the log, so a caller reading
+    # this script's output through a pipe is not held open by the server.
+    (cd "$ROOT" || exit 1
+     exec nohup "${detach[@]}" "$PYTHON" -m dev.solr_server --host "$HOST" \
+        --port "$PORT" --pidfile "$PIDFILE" --schema-version "$SCHEMA_VERSION") \
+        >>"$LOGFILE" 2>&1 </dev/null &
     for _ in $(seq 1 100); do
         if answering; then
             echo "Dev Solr started on $URL (pid $(our_pid || echo '?'), log $LOGFILE)"
