@@ -20,7 +20,6 @@ goes on with the next message.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import logging
 import time
@@ -30,11 +29,11 @@ from typing import Any, Callable, Iterator, Optional
 import pika
 import redis as redis_py
 from ckan import model
-from ckan.plugins import PluginImplementations, toolkit
+from ckan.plugins import toolkit
 from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError
 
 from ckanext.harvest import mq
-from ckanext.harvest.interfaces import IHarvester
+from ckanext.harvest.lib import harvesters
 from ckanext.harvest.model import (
     HarvestGatherError,
     HarvestJob,
@@ -43,6 +42,7 @@ from ckanext.harvest.model import (
     JobStatus,
     ObjectState,
     ReportStatus,
+    utcnow,
 )
 from ckanext.harvest.mq import amqp as mq_amqp
 from ckanext.harvest.mq import redis as mq_redis
@@ -82,11 +82,6 @@ RETRY_DELAY_SECONDS = 1.0
 RECONNECT_DELAY_SECONDS = 2.0
 
 _FINAL_STATES = (ObjectState.COMPLETE.value, ObjectState.ERROR.value)
-
-
-def _utcnow() -> datetime.datetime:
-    """Naive UTC "now", the timestamp convention of the harvest tables."""
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
 # -- configuration and names -----------------------------------------------------
@@ -416,15 +411,12 @@ def resubmit_objects() -> None:
 
 def get_harvester(source_type: str) -> Any:
     """Return the first ``IHarvester`` plugin named ``source_type``, or None."""
-    for harvester in PluginImplementations(IHarvester):
-        if harvester.info()["name"] == source_type:
-            return harvester
-    return None
+    return harvesters.find_harvester(source_type)
 
 
 def _harvesters_named(source_type: str) -> list[Any]:
-    return [h for h in PluginImplementations(IHarvester)
-            if h.info()["name"] == source_type]
+    return [h for h in harvesters.all_harvesters()
+            if harvesters.harvester_name(h) == source_type]
 
 
 def _delete_objects(job: HarvestJob) -> None:
@@ -443,7 +435,7 @@ def gather_stage(harvester: Any, job: HarvestJob) -> Any:
 
     :returns: what the harvester returned (a list of object ids on success)
     """
-    job.gather_started = _utcnow()
+    job.gather_started = utcnow()
     job.save()
     try:
         return harvester.gather_stage(job)
@@ -452,7 +444,7 @@ def gather_stage(harvester: Any, job: HarvestJob) -> Any:
         _delete_objects(job)
         raise
     finally:
-        job.gather_finished = _utcnow()
+        job.gather_finished = utcnow()
         job.save()
 
 
@@ -469,11 +461,11 @@ def _report_status(obj: HarvestObject) -> str:
 
 def _import(harvester: Any, obj: HarvestObject) -> bool:
     """Run the import stage; returns False when the object is done ("unchanged")."""
-    obj.import_started = _utcnow()
+    obj.import_started = utcnow()
     obj.state = ObjectState.IMPORT.value
     obj.save()
     result = harvester.import_stage(obj)
-    obj.import_finished = _utcnow()
+    obj.import_finished = utcnow()
     if result:
         obj.state = ObjectState.COMPLETE.value
         if result == "unchanged":
@@ -494,11 +486,11 @@ def fetch_and_import_stages(harvester: Any, obj: HarvestObject) -> None:
     committed; the final state together with the report status). Exceptions
     raised by the harvester propagate.
     """
-    obj.fetch_started = _utcnow()
+    obj.fetch_started = utcnow()
     obj.state = ObjectState.FETCH.value
     obj.save()
     result = harvester.fetch_stage(obj)
-    obj.fetch_finished = _utcnow()
+    obj.fetch_finished = utcnow()
     obj.save()
     if result is True:
         if not _import(harvester, obj):
@@ -622,22 +614,37 @@ def _gather_job(job: HarvestJob) -> Optional[bool]:
     return None
 
 
+def _load_target(
+    cls: Any, target_id: str, what: str, delivery: _Delivery
+) -> tuple[Any, Optional[bool]]:
+    """Load the job or object a message names.
+
+    When it cannot be loaded the message is settled here: given back when the
+    database failed (outcome None), dropped when the row does not exist
+    (outcome False).
+    """
+    try:
+        found = cls.get(target_id)
+    except DatabaseError:
+        log.exception("Could not load harvest %s %s", what, target_id)
+        model.Session.remove()
+        delivery.reject()
+        return None, None
+    if found is None:
+        log.error("Harvest %s does not exist: %s", what, target_id)
+        delivery.ack()
+        return None, False
+    return found, None
+
+
 def _handle_gather(body: Any, delivery: _Delivery) -> Optional[bool]:
     job_id = _message_id(body, "harvest_job_id", "No harvest job id received")
     if job_id is None:
         delivery.ack()
         return False
-    try:
-        job = HarvestJob.get(job_id)
-    except DatabaseError:
-        log.exception("Could not load harvest job %s", job_id)
-        model.Session.remove()
-        delivery.reject()
-        return None
+    job, outcome = _load_target(HarvestJob, job_id, "job", delivery)
     if job is None:
-        log.error("Harvest job does not exist: %s", job_id)
-        delivery.ack()
-        return False
+        return outcome
     if job.gather_finished is not None:
         _resend_waiting_objects(job)
         delivery.ack()
@@ -677,9 +684,9 @@ def _record_object_failure(obj: HarvestObject, exc: Exception) -> None:
         "%s stage failed: %s: %s" % (stage, type(exc).__name__, exc), obj, stage
     )
     if importing:
-        obj.import_finished = _utcnow()
+        obj.import_finished = utcnow()
     else:
-        obj.fetch_finished = _utcnow()
+        obj.fetch_finished = utcnow()
     obj.state = ObjectState.ERROR.value
     obj.report_status = ReportStatus.ERRORED.value
     obj.save()
@@ -699,17 +706,9 @@ def _handle_fetch(body: Any, delivery: _Delivery) -> Optional[bool]:
         delivery.ack()
         return False
     log.info("Received harvest object id: %s", object_id)
-    try:
-        obj = HarvestObject.get(object_id)
-    except DatabaseError:
-        log.exception("Could not load harvest object %s", object_id)
-        model.Session.remove()
-        delivery.reject()
-        return None
+    obj, outcome = _load_target(HarvestObject, object_id, "object", delivery)
     if obj is None:
-        log.error("Harvest object does not exist: %s", object_id)
-        delivery.ack()
-        return False
+        return outcome
     if obj.state in _FINAL_STATES:
         log.info("Harvest object %s is %s already; message ignored", object_id, obj.state)
         delivery.ack()

@@ -19,17 +19,13 @@ from ckanext.harvest.model import (
     HarvestSource,
     JobStatus,
     ObjectState,
+    utcnow,
 )
 
 log = logging.getLogger(__name__)
 
 _TERMINAL_OBJECT_STATES = (ObjectState.COMPLETE.value, ObjectState.ERROR.value)
 _OPEN_JOB_STATES = (JobStatus.NEW.value, JobStatus.RUNNING.value)
-
-
-def utcnow() -> datetime.datetime:
-    """Naive UTC now (the convention of the harvest tables)."""
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
 def get_job_or_404(job_id: Any, attr: Optional[str] = None) -> HarvestJob:

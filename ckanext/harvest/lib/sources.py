@@ -1,7 +1,6 @@
 """Harvest sources: the ``harvest_source`` side of source datasets, status, clearing."""
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 from typing import Any
@@ -20,6 +19,7 @@ from ckanext.harvest.model import (
     HarvestObject,
     HarvestSource,
     JobStatus,
+    utcnow,
 )
 from ckanext.harvest.utils import DATASET_TYPE_NAME
 
@@ -29,10 +29,6 @@ _COPIED_ON_CREATE = (
     "active", "title", "description", "user_id", "publisher_id", "config", "frequency",
 )
 _COPIED_ON_UPDATE = ("title", "description", "user_id", "publisher_id", "frequency")
-
-
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
 def get_source_or_404(source_id: Any) -> HarvestSource:
@@ -222,7 +218,7 @@ def list_sources(user_name: Any, data_dict: dict[str, Any]) -> list[HarvestSourc
         query = query.filter(HarvestSource.frequency != "MANUAL").filter(
             sa.or_(
                 HarvestSource.next_run.is_(None),
-                HarvestSource.next_run <= _utcnow(),
+                HarvestSource.next_run <= utcnow(),
             )
         )
     limit = toolkit.config.get("ckan.harvest.harvest_source_limit")

@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 
-def _utcnow() -> datetime.datetime:
+def utcnow() -> datetime.datetime:
     """Naive UTC "now", the timestamp convention of every harvest table."""
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
@@ -119,7 +119,7 @@ class HarvestSource(toolkit.BaseModel, HarvestDomainObject):
     description: Mapped[Optional[str]] = mapped_column(sa.UnicodeText, default="")
     config: Mapped[Optional[str]] = mapped_column(sa.UnicodeText, default="")
     created: Mapped[Optional[datetime.datetime]] = mapped_column(
-        sa.DateTime, default=_utcnow
+        sa.DateTime, default=utcnow
     )
     type: Mapped[str] = mapped_column(sa.UnicodeText, nullable=False)
     active: Mapped[Optional[bool]] = mapped_column(sa.Boolean, default=True)
@@ -160,7 +160,7 @@ class HarvestJob(toolkit.BaseModel, HarvestDomainObject):
 
     id: Mapped[str] = mapped_column(sa.UnicodeText, primary_key=True, default=make_uuid)
     created: Mapped[Optional[datetime.datetime]] = mapped_column(
-        sa.DateTime, default=_utcnow
+        sa.DateTime, default=utcnow
     )
     gather_started: Mapped[Optional[datetime.datetime]] = mapped_column(sa.DateTime)
     gather_finished: Mapped[Optional[datetime.datetime]] = mapped_column(sa.DateTime)
@@ -236,7 +236,7 @@ class HarvestObject(toolkit.BaseModel, HarvestDomainObject):
     guid: Mapped[Optional[str]] = mapped_column(sa.UnicodeText, default="")
     current: Mapped[Optional[bool]] = mapped_column(sa.Boolean, default=False)
     gathered: Mapped[Optional[datetime.datetime]] = mapped_column(
-        sa.DateTime, default=_utcnow
+        sa.DateTime, default=utcnow
     )
     fetch_started: Mapped[Optional[datetime.datetime]] = mapped_column(sa.DateTime)
     content: Mapped[Optional[str]] = mapped_column(sa.UnicodeText, nullable=True)
@@ -306,7 +306,7 @@ class HarvestGatherError(toolkit.BaseModel, HarvestDomainObject):
     )
     message: Mapped[Optional[str]] = mapped_column(sa.UnicodeText)
     created: Mapped[Optional[datetime.datetime]] = mapped_column(
-        sa.DateTime, default=_utcnow
+        sa.DateTime, default=utcnow
     )
 
     job: Mapped[Optional[HarvestJob]] = relationship(
@@ -345,7 +345,7 @@ class HarvestObjectError(toolkit.BaseModel, HarvestDomainObject):
     stage: Mapped[Optional[str]] = mapped_column(sa.UnicodeText)
     line: Mapped[Optional[int]] = mapped_column(sa.Integer)
     created: Mapped[Optional[datetime.datetime]] = mapped_column(
-        sa.DateTime, default=_utcnow
+        sa.DateTime, default=utcnow
     )
 
     object: Mapped[Optional[HarvestObject]] = relationship(
@@ -395,7 +395,7 @@ class HarvestLog(toolkit.BaseModel, HarvestDomainObject):
         sa.Enum(*[lvl.value for lvl in LogLevel], name="log_level")
     )
     created: Mapped[Optional[datetime.datetime]] = mapped_column(
-        sa.DateTime, default=_utcnow
+        sa.DateTime, default=utcnow
     )
 
 
