@@ -5,7 +5,7 @@ import pytest
 
 from ckanext.harvest.model import migrations
 
-pytest_plugins = ["ckanext.harvest.tests.fixtures"]
+pytest_plugins = ["ckanext.harvest.tests.fixtures", "tests.support.site"]
 
 
 @pytest.fixture

@@ -30,13 +30,12 @@ from ckan import model
 
 from ckanext.harvest import queue
 from ckanext.harvest.model import HarvestJob, HarvestObject, HarvestSource
-from tests.test_end_to_end import (
+from tests.support.site import (
     BACKENDS,
     Consumer,
     HarvestSite,
     datasets,
     job_stats,
-    make_site,  # noqa: F401 - fixture
 )
 
 pytestmark = [

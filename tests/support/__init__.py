@@ -1,0 +1,1 @@
+"""Shared test harness (not collected: no test_ modules)."""
