@@ -24,6 +24,8 @@ DECLARED_KEYS = [
     "ckan.harvest.status_mail.errored", "ckan.harvest.status_mail.all",
     "ckan.harvest.log_scope", "ckan.harvest.log_level",
     "ckan.harvest.log_timeframe",
+    # Beyond the original
+    "ckan.harvest.ssrf_allowed_hosts",
 ]
 
 

@@ -11,7 +11,7 @@ from ckan.lib.plugins import DefaultDatasetForm, DefaultTranslation
 from ckan.plugins import toolkit
 
 from ckanext.harvest import mq
-from ckanext.harvest.lib import dblog, indexing, sources
+from ckanext.harvest.lib import dblog, indexing, secret_config, sources
 from ckanext.harvest.logic import schema as harvest_schema
 from ckanext.harvest.model import HarvestSource
 from ckanext.harvest.utils import DATASET_TYPE_NAME
@@ -61,6 +61,18 @@ def _configure_db_logger(config: Any) -> None:
 
 def _is_harvest_source(data_dict: dict[str, Any]) -> bool:
     return data_dict.get("type") == DATASET_TYPE_NAME
+
+
+def _show_secrets_to_whom_may_see_them(
+    context: Any, data_dict: dict[str, Any], source: HarvestSource
+) -> None:
+    """Redact the source's secret config values, or restore them (the dict may
+    come from the search index, which never stores them)."""
+    user = context.get("user")
+    if not secret_config.may_see_secrets(user, data_dict.get("owner_org")):
+        secret_config.redact_source_dict(data_dict, user)
+    elif secret_config.REDACTED in (data_dict.get("config") or ""):
+        data_dict["config"] = source.config
 
 
 @toolkit.blanket.config_declarations
@@ -194,6 +206,8 @@ class Harvest(p.SingletonPlugin, DefaultDatasetForm, DefaultTranslation):
         return search_params
 
     def before_dataset_index(self, pkg_dict: dict[str, Any]) -> dict[str, Any]:
+        if _is_harvest_source(pkg_dict):
+            secret_config.redact_index_dict(pkg_dict)
         return indexing.add_harvest_extras(pkg_dict)
 
     def after_dataset_show(self, context: Any, data_dict: dict[str, Any]) -> None:
@@ -207,6 +221,7 @@ class Harvest(p.SingletonPlugin, DefaultDatasetForm, DefaultTranslation):
         data_dict["status"] = toolkit.get_action("harvest_source_show_status")(
             status_context, {"id": source.id}
         )
+        _show_secrets_to_whom_may_see_them(context, data_dict, source)
 
     # Legacy (CKAN < 2.10) names of the hooks, kept for subclasses that call them.
 

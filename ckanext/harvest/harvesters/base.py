@@ -80,6 +80,10 @@ class HarvesterBase(p.SingletonPlugin):
 
     config: Optional[dict[str, Any]] = None
     _user_name: Optional[str] = None
+    #: Source configuration keys whose values are secrets (``api_key`` always
+    #: is): shown only to sysadmins and the source's organisation admins, never
+    #: logged or mailed (``ckanext.harvest.lib.secret_config``).
+    secret_config_keys: tuple[str, ...] = ()
 
     _save_gather_error = HarvestGatherError.create
     _save_object_error = HarvestObjectError.create

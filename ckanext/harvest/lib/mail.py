@@ -11,6 +11,8 @@ from ckan.plugins import toolkit
 from ckan.types import Context
 from werkzeug.routing import BuildError
 
+from ckanext.harvest.lib import secret_config
+
 log = logging.getLogger(__name__)
 
 ERROR_LIMIT = 20
@@ -57,7 +59,10 @@ def get_mail_extra_vars(
     job_errors, obj_errors = _report_errors(report)
     site_url = toolkit.config.get("ckan.site_url")
     job_url = urljoin(site_url, _job_path(source["id"], last_job["id"]))
-    config = source.get("config")
+    # Nobody reads secrets in e-mails, whoever receives them.
+    config = secret_config.redact_config(
+        source.get("config"), secret_config.secret_keys(source.get("source_type"))
+    )
     stats = last_job.get("stats", {})
     return {
         "organization": (source.get("organization") or {}).get("name") or _NOT_SPECIFIED,

@@ -10,7 +10,7 @@ from ckan import model
 from ckan.lib.navl.dictization_functions import Invalid, missing, validate
 from ckan.types import Context, FlattenDataDict, FlattenErrorDict, FlattenKey
 
-from ckanext.harvest.lib import harvesters
+from ckanext.harvest.lib import harvesters, secret_config
 from ckanext.harvest.model import UPDATE_FREQUENCIES, HarvestJob, HarvestSource
 from ckanext.harvest.utils import DATASET_TYPE_NAME
 
@@ -89,8 +89,13 @@ def harvest_source_type_exists(value: Any, context: Context) -> Any:
 def harvest_source_config_validator(
     key: FlattenKey, data: FlattenDataDict, errors: FlattenErrorDict, context: Context
 ) -> Any:
-    """Let the source's harvester check (and possibly rewrite) the configuration."""
+    """Let the source's harvester check (and possibly rewrite) the configuration.
+
+    Secret values submitted as ``********`` (shown so to people who may not see
+    them) are first taken back from the stored configuration.
+    """
     source_type = data.get(key[:-1] + ("source_type",))
+    data[key] = _restore_secrets(data[key], data, key, source_type)
     harvester = harvesters.find_harvester(source_type)
     if harvester is None or not hasattr(harvester, "validate_config"):
         return data[key]
@@ -102,6 +107,19 @@ def harvest_source_config_validator(
         data[key] = validated
     _check_run_as_user(data[key], context)
     return data[key]
+
+
+def _restore_secrets(config: Any, data: FlattenDataDict, key: FlattenKey,
+                     source_type: Optional[str]) -> Any:
+    """``config`` with redacted secrets replaced by the stored values."""
+    if not isinstance(config, str) or secret_config.REDACTED not in config:
+        return config
+    package_id = data.get(key[:-1] + ("id",)) or data.get(key[:-1] + ("name",))
+    package = model.Package.get(package_id) if package_id else None
+    source = HarvestSource.get(package.id) if package else None
+    return secret_config.restore_config(
+        config, source.config if source else None, secret_config.secret_keys(source_type)
+    )
 
 
 def _check_run_as_user(config: Any, context: Context) -> None:
@@ -168,7 +186,9 @@ def _merge_into_config(data: FlattenDataDict, values: dict[str, Any]) -> None:
         config = {}
     if not isinstance(config, dict):
         config = {}
-    config.update(values)
+    # A redacted secret field keeps the (restored) value of the configuration.
+    config.update({key: value for key, value in values.items()
+                   if value != secret_config.REDACTED or key not in config})
     data[("config",)] = json.dumps(config)
     index = _flat_extra_index(data, "config")
     if index is None:

@@ -159,9 +159,11 @@ class _ConfigDrivenHarvester:
 
 
 class MockHarvester(_ConfigDrivenHarvester, p.SingletonPlugin):
-    """Source type ``test``."""
+    """Source type ``test`` (its config key ``password`` is a secret)."""
 
     p.implements(IHarvester)
+
+    secret_config_keys = ("password",)
 
     def info(self) -> dict[str, Any]:
         return {"name": "test", "title": "Test", "description": "Harvester for tests"}

@@ -8,7 +8,7 @@ from ckan import model
 from ckan.plugins import toolkit
 from ckan.types import Context, DataDict
 
-from ckanext.harvest.lib import harvesters, jobs, objects, sources
+from ckanext.harvest.lib import harvesters, jobs, objects, secret_config, sources
 from ckanext.harvest.logic.dictization import (
     harvest_job_dictize,
     harvest_log_dictize,
@@ -77,7 +77,9 @@ def harvest_source_list(context: Context, data_dict: DataDict) -> list[dict[str,
     """
     last_job_status = toolkit.asbool(data_dict.get("return_last_job_status", False))
     return [
-        harvest_source_dictize(source, context, last_job_status)
+        secret_config.redact_source_dict(
+            harvest_source_dictize(source, context, last_job_status), context.get("user")
+        )
         for source in _get_sources_for_user(context, data_dict)
     ]
 
