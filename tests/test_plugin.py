@@ -26,6 +26,7 @@ DECLARED_KEYS = [
     "ckan.harvest.log_timeframe",
     # Beyond the original
     "ckan.harvest.ssrf_allowed_hosts",
+    "ckan.harvest.max_objects_per_job",
 ]
 
 

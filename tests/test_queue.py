@@ -392,6 +392,22 @@ def test_gather_callback_gathers_and_queues_one_fetch_message_per_object():
     assert not redis().lrange(queue.get_gather_routing_key(), 0, -1)
 
 
+@pytest.mark.ckan_config("ckan.harvest.max_objects_per_job", 3)
+def test_gather_callback_limits_the_objects_of_a_job():
+    job = make_job(make_source(datasets=[{"guid": f"g{i}"} for i in range(5)]))
+    send("gather", harvest_job_id=job.id)
+
+    deliver_gather()
+
+    job = fresh(HarvestJob, job.id)
+    assert len(job.objects) == 3
+    assert sorted(fetch_queue_ids()) == sorted(o.id for o in job.objects)
+    assert [e.message for e in job.gather_errors] == [
+        "The harvester gathered 5 objects, more than the 3 a job may have "
+        "(ckan.harvest.max_objects_per_job): the first 3 are harvested, the other 2 "
+        "are left for the next job"]
+
+
 def test_gather_callback_without_harvester_finishes_the_job_with_an_error():
     job = make_job(make_source(source_type="no-such-harvester"))
     send("gather", harvest_job_id=job.id)

@@ -610,8 +610,31 @@ def _gather_job(job: HarvestJob) -> Optional[bool]:
     if not ids:
         log.error("No harvest objects to fetch")
         return False
-    _publish_objects(ids)
+    _publish_objects(_limit_objects(job, ids))
     return None
+
+
+def _limit_objects(job: HarvestJob, ids: list[str]) -> list[str]:
+    """At most ``ckan.harvest.max_objects_per_job`` objects; drop the others.
+
+    The dropped objects are deleted and a gather error says so: the job is not
+    error-free, so an incremental harvester gathers them again next time.
+    """
+    limit = toolkit.config.get("ckan.harvest.max_objects_per_job")
+    if not limit or len(ids) <= limit:
+        return ids
+    kept, dropped = ids[:limit], ids[limit:]
+    for start in range(0, len(dropped), 1000):
+        model.Session.query(HarvestObject).filter(
+            HarvestObject.id.in_(dropped[start:start + 1000])
+        ).delete(synchronize_session=False)
+    HarvestGatherError.create(
+        "The harvester gathered {} objects, more than the {} a job may have "
+        "(ckan.harvest.max_objects_per_job): the first {} are harvested, the "
+        "other {} are left for the next job".format(
+            len(ids), limit, len(kept), len(dropped)), job)
+    log.warning("Job %s limited to %d of %d objects", job.id, limit, len(ids))
+    return kept
 
 
 def _load_target(
