@@ -47,6 +47,25 @@ def _validate_url(url: str, context: Any = None, **fields: Any) -> Any:
     return validators.harvest_source_url_validator(("url",), data, {}, context or {})
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://example.com/", "The URL must start with http:// or https://"),
+        ("file:///etc/passwd", "The URL must start with http:// or https://"),
+        ("example.com/catalog", "The URL must start with http:// or https://"),
+        ("javascript:alert(1)", "The URL must start with http:// or https://"),
+        ("http:///catalog", "The URL has no host name"),
+        ("http://[::1/", "The URL is not valid: Invalid IPv6 URL"),
+        ("https://user:secret@example.com/", "The URL must not contain a user name"),
+        ("https://token@example.com/", "The URL must not contain a user name"),
+    ],
+)
+def test_malformed_urls_are_refused_with_a_clear_message(url, message):
+    with pytest.raises(Invalid) as error:
+        _validate_url(url)
+    assert error.value.error.startswith(message)
+
+
 @with_db
 class TestUrlValidator:
     def test_a_new_url_is_returned_unchanged(self):

@@ -53,10 +53,30 @@ def _edited_package_id(data: FlattenDataDict, context: Context) -> Optional[str]
     return data.get(("id",))
 
 
+def _check_url_form(url: Any) -> None:
+    try:
+        parts = urlparse(str(url).strip())
+        host = parts.hostname
+    except ValueError as e:
+        raise Invalid("The URL is not valid: %s" % e) from e
+    if parts.scheme not in ("http", "https"):
+        raise Invalid("The URL must start with http:// or https://")
+    if not host:
+        raise Invalid("The URL has no host name")
+    if parts.username is not None or parts.password is not None:
+        raise Invalid(
+            "The URL must not contain a user name or password: anyone who can "
+            "see the source sees its URL (put credentials in the configuration, "
+            "e.g. api_key, which is kept secret)"
+        )
+
+
 def harvest_source_url_validator(
     key: FlattenKey, data: FlattenDataDict, errors: FlattenErrorDict, context: Context
 ) -> Any:
-    """Refuse a URL (and config) that another harvest source already uses."""
+    """Refuse a URL that is not http(s), carries credentials, or (with the same
+    config) is used by another harvest source already."""
+    _check_url_form(data[key])
     new_url = _normalize_url(data[key])
     new_config = data.get(key[:-1] + ("config",))
     query = model.Session.query(model.Package.id, model.Package.url).filter(
