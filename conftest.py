@@ -5,7 +5,9 @@ import pytest
 
 from ckanext.harvest.model import migrations
 
-pytest_plugins = ["ckanext.harvest.tests.fixtures", "tests.support.site"]
+pytest_plugins = [
+    "ckanext.harvest.tests.fixtures", "tests.support.site", "tests.support.world",
+]
 
 
 @pytest.fixture
