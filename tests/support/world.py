@@ -148,6 +148,11 @@ class WorldSite:
         if self._world is not None and self._fingerprint() != self._pristine:
             self.discard()
 
+    def unchanged(self) -> bool:
+        """Is the database as it was right after the world was built?"""
+        model.Session.remove()
+        return self._world is None or self._fingerprint() == self._pristine
+
     def _fingerprint(self) -> Any:
         with model.meta.engine.connect() as connection:
             return connection.execute(self._query).all()

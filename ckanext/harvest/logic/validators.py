@@ -8,6 +8,7 @@ from urllib.parse import urlparse, urlunparse
 
 from ckan import model
 from ckan.lib.navl.dictization_functions import Invalid, missing, validate
+from ckan.plugins import toolkit
 from ckan.types import Context, FlattenDataDict, FlattenErrorDict, FlattenKey
 
 from ckanext.harvest.lib import harvesters, secret_config
@@ -17,6 +18,18 @@ from ckanext.harvest.utils import DATASET_TYPE_NAME
 log = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+#: Longest accepted source configuration and URL (characters).
+MAX_CONFIG_LENGTH = 1_000_000
+MAX_URL_LENGTH = 2048
+
+
+def check_string_params(data_dict: Any, *keys: str) -> None:
+    """Refuse ids sent as lists or objects (JSON bodies) with a clear message."""
+    errors = {key: ["Must be a string"] for key in keys
+              if data_dict.get(key) is not None and not isinstance(data_dict[key], str)}
+    if errors:
+        raise toolkit.ValidationError(errors)
 
 
 def harvest_source_id_exists(value: Any, context: Context) -> Any:
@@ -54,6 +67,8 @@ def _edited_package_id(data: FlattenDataDict, context: Context) -> Optional[str]
 
 
 def _check_url_form(url: Any) -> None:
+    if len(str(url)) > MAX_URL_LENGTH:
+        raise Invalid("The URL is too long (at most %d characters)" % MAX_URL_LENGTH)
     try:
         parts = urlparse(str(url).strip())
         host = parts.hostname
@@ -115,6 +130,12 @@ def harvest_source_config_validator(
     them) are first taken back from the stored configuration.
     """
     source_type = data.get(key[:-1] + ("source_type",))
+    if not isinstance(data[key], str):
+        raise Invalid("Error parsing the configuration options: the configuration "
+                      "must be a JSON text, not %s" % type(data[key]).__name__)
+    if len(data[key]) > MAX_CONFIG_LENGTH:
+        raise Invalid("The configuration is too long (%d characters, at most %d)"
+                      % (len(data[key]), MAX_CONFIG_LENGTH))
     data[key] = _restore_secrets(data[key], data, key, source_type)
     harvester = harvesters.find_harvester(source_type)
     if harvester is None or not hasattr(harvester, "validate_config"):

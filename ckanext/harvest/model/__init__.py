@@ -96,6 +96,8 @@ class HarvestDomainObject(DomainObject):
         :param attr: column name to compare, ``key_attr`` when omitted
         :returns: the matching object or ``default``
         """
+        if key is not None and not isinstance(key, (str, int, float)):
+            return default  # a list or dict from a request body matches no row
         column = getattr(cls, attr or cls.key_attr)
         found = (
             model.Session.query(cls).autoflush(False).filter(column == key).first()

@@ -15,7 +15,8 @@ from ckanext.harvest.logic.dictization import (
     harvest_object_dictize,
     harvest_source_dictize,
 )
-from ckanext.harvest.model import HarvestJob, HarvestLog, HarvestSource
+from ckanext.harvest.logic.validators import check_string_params
+from ckanext.harvest.model import HarvestJob, HarvestLog, HarvestSource, LogLevel
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def harvest_source_show(context: Context, data_dict: DataDict) -> dict[str, Any]
     :returns: the source dataset dict
     :raises ObjectNotFound: no such source
     """
+    check_string_params(data_dict, "id", "url")
     data_dict = dict(data_dict)
     if not data_dict.get("id") and data_dict.get("url"):
         source = HarvestSource.get(data_dict["url"], attr="url")
@@ -159,6 +161,7 @@ def harvest_object_list(context: Context, data_dict: DataDict) -> list[str]:
     :param only_current: only current objects (default True)
     """
     toolkit.check_access("harvest_object_list", dict(context), data_dict)
+    check_string_params(data_dict, "source_id")
     only_current = toolkit.asbool(data_dict.get("only_current", True))
     return objects.object_ids(data_dict.get("source_id"), only_current)
 
@@ -197,7 +200,13 @@ def harvest_log_list(context: Context, data_dict: DataDict) -> list[dict[str, An
     offset = _int_or(data_dict.get("offset", 0), 0)
     query = model.Session.query(HarvestLog)
     if data_dict.get("level"):
-        query = query.filter(HarvestLog.level == str(data_dict["level"]).upper())
+        level = str(data_dict["level"]).upper()
+        if level not in LogLevel.__members__:
+            raise toolkit.ValidationError({"level": [
+                "Unknown log level: {} (one of {})".format(
+                    level, ", ".join(LogLevel.__members__))
+            ]})
+        query = query.filter(HarvestLog.level == level)
     rows = query.order_by(HarvestLog.created.desc()).offset(offset).limit(limit)
     return [harvest_log_dictize(row, context) for row in rows]
 
