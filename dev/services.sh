@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install (if missing) and start the real services the test suite and the demo
 # need: PostgreSQL, Redis and RabbitMQ, all bound to 127.0.0.1, without systemd.
+# Also installs Chromium and chromedriver for the browser tests.
 # Idempotent: running it again only starts what is not running.
 set -euo pipefail
 
@@ -16,6 +17,10 @@ command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/lib/rabbitmq/bin/rabbitm
 dpkg -s libpq-dev >/dev/null 2>&1 || need_pkgs+=(libpq-dev)
 dpkg -s build-essential >/dev/null 2>&1 || need_pkgs+=(build-essential)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+# Headless browser of the browser tests (tests/browser): Debian's Chromium and
+# its driver (Selenium never downloads one).
+dpkg -s chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+dpkg -s chromium-driver >/dev/null 2>&1 || need_pkgs+=(chromium-driver)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   $SUDO apt-get update -qq
@@ -52,6 +57,8 @@ ensure_db ckan_test ckan_default
 ensure_db datastore_test ckan_default
 ensure_db ckan_demo ckan_default
 ensure_db ckan_demo_remote ckan_default
+ensure_db ckan_test_remote ckan_default       # the remote CKAN of the two-CKAN tests
+ensure_db ckan_test_remote_2_11 ckan_default  # the same on CKAN 2.11
 # dev/services.sh --database NAME: also create that database (e.g. the test
 # database of another CKAN version).
 if [ "${1:-}" = "--database" ] && [ -n "${2:-}" ]; then
