@@ -61,6 +61,8 @@ ckan.site_url = http://127.0.0.1:5100
 ckan.storage_path = {storage}
 ckan.plugins = harvest ckan_harvester
 ckan.views.default_views =
+# The "remote" CKAN runs on loopback: allow it past the SSRF guard.
+ckan.harvest.ssrf_allowed_hosts = 127.0.0.1 localhost
 ckan.harvest.mq.type = redis
 ckan.harvest.mq.hostname = 127.0.0.1
 ckan.harvest.mq.redis_db = {redis_db}

@@ -1147,3 +1147,51 @@ def test_patched_requests_get_answers_are_status_checked(harvester: CKANHarveste
 
     assert str(excinfo.value) == "HTTP error: 404 %s" % SEARCH_URL
     assert isinstance(excinfo.value, ContentFetchError)
+
+
+# --- SSRF guard (docs/security.rst) --------------------------------------------------
+
+
+@pytest.mark.ckan_config("ckan.harvest.ssrf_allowed_hosts", "")
+def test_a_source_on_a_loopback_address_is_refused_without_a_request(
+    harvester: CKANHarvester, local_server: _Server
+) -> None:
+    local_server.behaviour = lambda handler: handler.send_error(500)
+    url = "http://127.0.0.1:%d" % local_server.server_address[1]
+
+    results, job = _harvest_job(_source(url=url), harvester)
+
+    (message,) = _gather_errors(job)
+    assert "Refusing to fetch {}/api/3/action/package_search".format(url) in message
+    assert "127.0.0.1 is a loopback address" in message
+    assert "ckan.harvest.ssrf_allowed_hosts" in message
+    assert local_server.requests_seen == 0
+    _assert_nothing_imported(job)
+
+
+@pytest.mark.ckan_config("ckan.harvest.ssrf_allowed_hosts", "remote.example.com")
+def test_a_redirect_to_a_metadata_address_is_refused(
+    harvester: CKANHarvester, remote: responses.RequestsMock
+) -> None:
+    remote.get(SEARCH_URL, status=302,
+               headers={"Location": "http://169.254.169.254/latest/meta-data/"})
+
+    results, job = _harvest_job(_source(), harvester)
+
+    message = _search_error(job)
+    assert ("Refusing to fetch http://169.254.169.254/latest/meta-data/: "
+            "169.254.169.254 is a link-local (metadata service) address") in message
+    _assert_nothing_imported(job)
+
+
+def test_config_values_are_not_logged(
+    harvester: CKANHarvester, remote: responses.RequestsMock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _add_search(remote, [[_dataset(1)]])
+    caplog.set_level("DEBUG", logger="ckanext.harvest")
+
+    _harvest(_source({"api_key": "top-secret-token"}), harvester)
+
+    assert "api_key" in caplog.text  # the option names are logged
+    assert "top-secret-token" not in caplog.text

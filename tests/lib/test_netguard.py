@@ -53,6 +53,7 @@ def server() -> Iterator[str]:
     httpd.server_close()
 
 
+@pytest.mark.ckan_config(KEY, "")  # test-core.ini allows loopback
 @pytest.mark.parametrize(
     ("url", "kind"),
     [
@@ -84,6 +85,7 @@ def test_non_public_addresses_are_refused(url: str, kind: str) -> None:
     assert KEY in message
 
 
+@pytest.mark.ckan_config(KEY, "")  # test-core.ini allows loopback
 @pytest.mark.parametrize(
     "url", ["file:///etc/passwd", "ftp://example.org/", "gopher://127.0.0.1:6379/",
             "dict://127.0.0.1:11211/", "//example.org/", "http:///path"],
@@ -114,6 +116,14 @@ def test_an_allowed_name_does_not_allow_its_address() -> None:
     check_url("http://LOCALHOST.:5000/")  # names compare case-insensitively
     with pytest.raises(HostNotAllowed, match="127.0.0.1 is a loopback address"):
         check_url("http://127.0.0.1:5000/")
+
+
+@pytest.mark.ckan_config(KEY, ".intranet.example")
+def test_a_leading_dot_allows_a_whole_domain() -> None:
+    check_url("http://catalogue.intranet.example/")
+    check_url("http://a.b.intranet.example./")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        check_url("http://intranet.example.evil.invalid/")  # not under the domain
 
 
 @pytest.mark.ckan_config(KEY, "10.0.0.0/8")
@@ -168,6 +178,7 @@ def test_refusals_are_request_errors_and_not_retried(server: str,
     assert isinstance(error.value, HostNotAllowed)
 
 
+@pytest.mark.ckan_config(KEY, "")  # test-core.ini allows loopback
 def test_an_unresolvable_host_is_a_clear_connection_error() -> None:
     with pytest.raises(requests.exceptions.ConnectionError, match="Cannot resolve host"):
         check_url("http://no-such-host.invalid/")

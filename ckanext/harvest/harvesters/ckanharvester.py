@@ -42,11 +42,11 @@ from ckan import model
 from ckan import plugins as p
 from ckan.plugins import toolkit
 from ckan.types import AuthResult, Context, DataDict
-from requests.adapters import HTTPAdapter
 from sqlalchemy.exc import SQLAlchemyError
 from urllib3.util.retry import Retry
 
 from ckanext.harvest.harvesters.base import HarvesterBase
+from ckanext.harvest.lib import netguard
 from ckanext.harvest.model import HarvestJob, HarvestObject, HarvestSource
 
 __all__ = [
@@ -215,7 +215,8 @@ def _new_session() -> requests.Session:
         raise_on_status=False,  # the last answer's status is reported below
         respect_retry_after_header=False,  # a remote must not stall us for hours
     )
-    adapter = HTTPAdapter(max_retries=retry)
+    # Refuses non-public hosts (SSRF), also on redirects: docs/security.rst.
+    adapter = netguard.GuardedAdapter(max_retries=retry)
     session = requests.Session()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -534,7 +535,8 @@ class CKANHarvester(HarvesterBase):
             self.config = json.loads(config_str)
             if "api_version" in self.config:
                 self.api_version = int(self.config["api_version"])
-            log.debug("Using config: %r", self.config)
+            # Option names only: values may be secrets (api_key).
+            log.debug("Using config options: %s", sorted(self.config))
         else:
             self.config = {}
 

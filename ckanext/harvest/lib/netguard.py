@@ -21,8 +21,9 @@ The check is made twice:
   the proxy).
 
 Hosts that may be fetched although they are not public are listed in
-``ckan.harvest.ssrf_allowed_hosts``: host names, IP addresses or CIDR networks,
-separated by spaces; ``*`` allows every host (the guard is then off).
+``ckan.harvest.ssrf_allowed_hosts``: host names (``.example.org`` for every
+host under example.org), IP addresses or CIDR networks, separated by spaces;
+``*`` allows every host (the guard is then off).
 """
 from __future__ import annotations
 
@@ -89,7 +90,11 @@ class _AllowList:
             self.names.add(entry)
 
     def allows_name(self, host: str) -> bool:
-        return self.everything or host.lower().rstrip(".") in self.names
+        host = host.lower().rstrip(".")
+        if self.everything or host in self.names:
+            return True
+        # ".example.org" allows every host under example.org
+        return any(name.startswith(".") and host.endswith(name) for name in self.names)
 
     def allows_address(self, address: IPAddress) -> bool:
         return any(address in network for network in self.networks)
