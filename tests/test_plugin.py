@@ -27,6 +27,8 @@ DECLARED_KEYS = [
     # Beyond the original
     "ckan.harvest.ssrf_allowed_hosts",
     "ckan.harvest.max_objects_per_job",
+    "ckan.harvest.max_tags_per_dataset",
+    "ckan.harvest.max_resources_per_dataset",
 ]
 
 

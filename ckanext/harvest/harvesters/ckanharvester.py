@@ -273,8 +273,37 @@ def _parse_json(content: Any, what: str) -> Any:
     """
     try:
         return json.loads(content)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise ValueError("%s was not JSON: %s" % (what, _excerpt(content))) from None
+
+
+#: Fields of a remote dataset that must be lists of objects, and strings.
+_LIST_FIELDS = ("tags", "resources", "extras", "groups")
+_TEXT_FIELDS = ("id", "name", "title", "notes", "url", "version", "author",
+                "maintainer", "license_id")
+
+
+def _check_remote_dataset(package_dict: Any) -> None:
+    """Refuse a remote dataset of the wrong shape or beyond the size limits.
+
+    :raises ValueError: with a message for the object error
+    """
+    if not isinstance(package_dict, dict):
+        raise ValueError("Invalid remote dataset: not a JSON object")
+    for field in _TEXT_FIELDS:
+        if not isinstance(package_dict.get(field, ""), (str, type(None))):
+            raise ValueError("Invalid remote dataset: %s must be a string" % field)
+    for field in _LIST_FIELDS:
+        value = package_dict.get(field) or []
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise ValueError("Invalid remote dataset: %s must be a list of objects" % field)
+    for field in ("tags", "resources"):
+        limit = toolkit.config.get("ckan.harvest.max_%s_per_dataset" % field)
+        count = len(package_dict.get(field) or [])
+        if limit and count > limit:
+            raise ValueError(
+                "Remote dataset has too many %s: %d (at most %d, see "
+                "ckan.harvest.max_%s_per_dataset)" % (field, count, limit, field))
 
 
 def _action_result(answer: Any, what: str) -> Any:
@@ -721,6 +750,7 @@ class CKANHarvester(HarvesterBase):
 
     def _import(self, harvest_object: HarvestObject) -> Any:
         package_dict = json.loads(harvest_object.content or "")
+        _check_remote_dataset(package_dict)
         if package_dict.get("type") == "harvest":
             log.warning("Remote dataset is a harvest source, ignoring...")
             return True
