@@ -92,6 +92,8 @@ class Harvest(p.SingletonPlugin, DefaultDatasetForm, DefaultTranslation):
     p.implements(p.IFacets, inherit=True)
     p.implements(p.ITranslation, inherit=True)
     p.implements(p.IClick)
+    p.implements(p.IBlueprint)
+    p.implements(p.ITemplateHelpers)
 
     startup = False
 
@@ -106,8 +108,27 @@ class Harvest(p.SingletonPlugin, DefaultDatasetForm, DefaultTranslation):
     # IConfigurer
 
     def update_config(self, config: Any) -> None:
-        """Add the templates of the harvest pages and e-mails."""
+        """Add the templates, public files and web assets of the harvest pages."""
         toolkit.add_template_directory(config, "templates")
+        toolkit.add_public_directory(config, "public")
+        toolkit.add_resource("assets", "ckanext-harvest")
+        toolkit.add_resource("public/ckanext/harvest/javascript", "harvest-extra-field")
+
+    # IBlueprint
+
+    def get_blueprint(self) -> list[Any]:
+        """The ``harvester`` blueprint (the pages under ``/harvest``)."""
+        from ckanext.harvest import views
+
+        return views.get_blueprints()
+
+    # ITemplateHelpers
+
+    def get_helpers(self) -> dict[str, Callable[..., Any]]:
+        """The template helpers of ``ckanext.harvest.helpers``."""
+        from ckanext.harvest import helpers
+
+        return helpers.get_helpers()
 
     # IConfigurable
 
