@@ -15,3 +15,15 @@ def clean_db(reset_db):
     """CKAN's ``clean_db`` plus the harvest tables (works without the plugin loaded)."""
     reset_db()
     migrations.upgrade()
+
+
+@pytest.fixture
+def cli(ckan_config):
+    """CKAN's ``cli`` runner with stderr kept apart (click 8.1, CKAN 2.11, mixes them)."""
+    from ckan.tests.helpers import CKANCliRunner
+
+    env = {"CKAN_INI": ckan_config["__file__"]}
+    try:
+        return CKANCliRunner(env=env, mix_stderr=False)
+    except TypeError:  # click >= 8.2 always keeps stderr apart
+        return CKANCliRunner(env=env)

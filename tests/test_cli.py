@@ -717,18 +717,6 @@ def test_harvesters_info_prints_the_list(run):
     assert "'name': 'test'" in result.stdout
 
 
-@pytest.fixture
-def cli(ckan_config):
-    """CKAN's ``cli`` runner with stderr kept apart (click 8.1, CKAN 2.11, mixes them)."""
-    from ckan.tests.helpers import CKANCliRunner
-
-    env = {"CKAN_INI": ckan_config["__file__"]}
-    try:
-        return CKANCliRunner(env=env, mix_stderr=False)
-    except TypeError:  # click >= 8.2 always keeps stderr apart
-        return CKANCliRunner(env=env)
-
-
 # --- the real executable --------------------------------------------------------------
 
 
