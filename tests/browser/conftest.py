@@ -344,7 +344,9 @@ class Browser:
         label = link.text
         self.click(link)
         button = self.wait().until(
-            ec.element_to_be_clickable((By.CSS_SELECTOR, "#ckan-confirm-yes")),
+            # CKAN 2.12 gives the button an id; 2.11's modal has none.
+            ec.element_to_be_clickable(
+                (By.CSS_SELECTOR, "#ckan-confirm-yes, .modal.show .modal-footer .btn-primary")),
             f"no confirmation dialog after clicking {label!r}")
         self.click_and_load(button)
 
@@ -380,8 +382,10 @@ class Browser:
 
     def assert_forbidden(self, what: str) -> None:
         """The page shown is CKAN's 403 error page."""
-        heading = self.find_all("#error-content h1")
-        assert heading and heading[0].text.startswith("403"), (
+        # CKAN 2.12 puts the heading in #error-content, 2.11 does not.
+        heading = self.driver.find_elements(
+            By.XPATH, "//h1[starts-with(normalize-space(.), '403')]")
+        assert heading, (
             f"{what}: expected a 403 page, got {self.path}:\n{self.text[:1500]}")
 
     # -- harvest pages -----------------------------------------------------------------

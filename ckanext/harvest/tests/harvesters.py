@@ -22,6 +22,7 @@ from typing import Any, Optional, Union
 
 from ckan import model
 from ckan import plugins as p
+from ckan.lib import search
 from ckan.plugins import toolkit
 
 from ckanext.harvest.interfaces import IHarvester
@@ -142,6 +143,9 @@ class _ConfigDrivenHarvester:
         harvest_object.package_id = result["id"]
         harvest_object.current = True
         harvest_object.save()
+        # Index again now that the object is linked: the index gets the
+        # dataset's harvest_source_id (source pages list it).
+        search.rebuild(result["id"])
         return True
 
     def _delete(self, harvest_object: HarvestObject) -> bool:
