@@ -29,11 +29,12 @@ TEST_DB := ckan_test_$(CKAN_MINOR)
 export CKAN_SQLALCHEMY_URL ?= postgresql://ckan_default:pass@127.0.0.1/$(TEST_DB)
 endif
 
-.PHONY: help services solr solr-stop venv db test lint demo demo-stop bench clean
+.PHONY: help services solr solr-stop venv db test test-faults lint demo demo-stop bench clean
 
 help:
 	@echo "make test    - install services + virtualenv, run the whole test suite"
 	@echo "make demo    - install, run a real harvest, serve CKAN on http://127.0.0.1:5000"
+	@echo "make test-faults - the fault-injection suite (tests/faults, ~15 min)"
 	@echo "make lint    - ruff and mypy"
 	@echo "make bench   - harvest benchmark (bench/README.rst)"
 	@echo "CKAN_VERSION=2.11.x make test  - run the suite on the newest CKAN 2.11"
@@ -67,6 +68,15 @@ db: services solr venv
 
 test: db
 	$(BIN)/python -m pytest --ckan-ini=$(TEST_INI) tests $(PYTEST_ARGS)
+
+# The fault-injection suite (tests/faults, docs/testing.rst): a real harvest of 1,000+
+# datasets from a second CKAN per scenario, on private Redis and RabbitMQ instances.
+# Deselected by `make test`; selected by HARVEST_FAULTS=1. The remote CKAN's database
+# is kept between runs (seeding it takes minutes).
+FAULTS_REMOTE_DB := ckan_test_faults_remote$(if $(TEST_DB),_$(CKAN_MINOR))
+test-faults: db
+	@bash dev/services.sh --database $(FAULTS_REMOTE_DB) >/dev/null
+	HARVEST_FAULTS=1 $(BIN)/python -m pytest --ckan-ini=$(TEST_INI) tests/faults $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check ckanext tests dev

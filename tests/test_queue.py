@@ -5,16 +5,19 @@ import datetime
 import json
 import logging
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import pytest
+import sqlalchemy as sa
 from ckan import model
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from ckanext.harvest import mq, queue
 from ckanext.harvest.model import (
+    HarvestGatherError,
     HarvestJob,
     HarvestObject,
+    HarvestObjectError,
     HarvestSource,
     JobStatus,
     ObjectState,
@@ -373,6 +376,158 @@ def test_fetch_consumer_survives_errors_outside_the_stages(error, requeued,
     assert fresh(HarvestObject, obj.id).state == ObjectState.WAITING.value
 
 
+# -- a database connection lost in the middle of a stage -------------------------
+
+
+def _terminate_own_connection() -> Exception:
+    """Have PostgreSQL terminate the session's connection (``pg_terminate_backend``,
+    as an administrator or a server restart would); returns the error raised."""
+    try:
+        model.Session.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+    except OperationalError as exc:
+        model.Session.rollback()
+        return exc
+    raise AssertionError("the connection survived pg_terminate_backend")
+
+
+def _losing_the_connection_once(stage: Callable[[Any], Any],
+                                record_error: Callable[[Any, Exception], None]
+                                ) -> tuple[Callable[[Any], Any], list[str]]:
+    """A stage whose first call loses its database connection and, like the CKAN
+    harvester, records the error and gives up; later calls run ``stage``."""
+    calls: list[str] = []
+
+    def wrapper(target: Any) -> Any:
+        calls.append(target.id)
+        if len(calls) > 1:
+            return stage(target)
+        record_error(target, _terminate_own_connection())
+        return None
+
+    return wrapper, calls
+
+
+def test_import_that_lost_its_database_connection_is_retried(harvester, monkeypatch):
+    import_stage, calls = _losing_the_connection_once(
+        harvester.import_stage,
+        lambda obj, exc: HarvestObjectError.create(str(exc), obj, "Import"))
+    monkeypatch.setattr(harvester, "import_stage", import_stage)
+    monkeypatch.setattr(queue, "RETRY_DELAY_SECONDS", 0)
+    obj = object_for(guid="db-lost")
+    send("fetch", harvest_object_id=obj.id)
+
+    assert queue.run_fetch_consumer(stop_after=2, idle_timeout=10) == 2
+
+    obj = fresh(HarvestObject, obj.id)
+    assert calls == [obj.id, obj.id]
+    assert (obj.state, obj.report_status, obj.retry_times) == (
+        ObjectState.COMPLETE.value, ReportStatus.ADDED.value, 2)
+    assert obj.errors == []  # the first attempt's error went with it
+    assert model.Session.query(model.Package).filter_by(
+        name="harvested-db-lost").count() == 1
+    assert nothing_in_flight()
+
+
+def test_gather_that_lost_its_database_connection_is_retried(harvester, monkeypatch):
+    gather_stage, calls = _losing_the_connection_once(
+        harvester.gather_stage,
+        lambda job, exc: HarvestGatherError.create(repr(exc), job))
+    monkeypatch.setattr(harvester, "gather_stage", gather_stage)
+    monkeypatch.setattr(queue, "RETRY_DELAY_SECONDS", 0)
+    job = make_job(make_source(datasets=[{"guid": "g1"}, {"guid": "g2"}]))
+    send("gather", harvest_job_id=job.id)
+
+    assert queue.run_gather_consumer(stop_after=2, idle_timeout=10) == 2
+
+    job = fresh(HarvestJob, job.id)
+    assert calls == [job.id, job.id]
+    assert job.gather_errors == []
+    assert sorted(o.guid for o in job.objects) == ["g1", "g2"]
+    assert job.gather_started <= job.gather_finished
+    assert sorted(fetch_queue_ids()) == sorted(o.id for o in job.objects)
+
+
+def test_an_object_that_ends_complete_despite_a_lost_connection_is_kept(
+        harvester, monkeypatch):
+    original = harvester.import_stage
+
+    def import_stage(obj: Any) -> Any:
+        _terminate_own_connection()  # lost, but the stage goes on and succeeds
+        return original(obj)
+
+    monkeypatch.setattr(harvester, "import_stage", import_stage)
+    obj = object_for(guid="survivor")
+    send("fetch", harvest_object_id=obj.id)
+
+    assert queue.run_fetch_consumer(stop_after=1, idle_timeout=10) == 1
+
+    obj = fresh(HarvestObject, obj.id)
+    assert (obj.state, obj.report_status, obj.retry_times) == (
+        ObjectState.COMPLETE.value, ReportStatus.ADDED.value, 1)
+    assert nothing_in_flight()
+
+
+# -- one consumer at a time per object ---------------------------------------------
+
+
+def _lock_object(object_id: str) -> Any:
+    """Take the object's advisory lock as a consumer handling it would; returns the
+    connection holding it."""
+    connection = model.meta.engine.connect()
+    assert connection.execute(sa.text(
+        "SELECT pg_try_advisory_lock(hashtextextended(:id, 0))"), {"id": object_id}
+    ).scalar()
+    return connection
+
+
+def test_duplicate_message_of_an_object_being_processed_is_given_back(monkeypatch):
+    monkeypatch.setattr(queue, "RETRY_DELAY_SECONDS", 0)
+    obj = object_for(guid="busy")
+    send("fetch", harvest_object_id=obj.id)
+    other_consumer = _lock_object(obj.id)
+    try:
+        assert queue.run_fetch_consumer(stop_after=1, idle_timeout=10) == 1
+
+        busy = fresh(HarvestObject, obj.id)
+        assert (busy.state, busy.retry_times) == (ObjectState.WAITING.value, 0)
+        assert fetch_queue_ids() == [obj.id]  # given back, not dropped
+    finally:
+        other_consumer.invalidate()  # the other consumer is gone: so is its lock
+        other_consumer.close()
+
+    assert queue.run_fetch_consumer(stop_after=1, idle_timeout=10) == 1
+
+    done = fresh(HarvestObject, obj.id)
+    assert (done.state, done.report_status, done.retry_times) == (
+        ObjectState.COMPLETE.value, ReportStatus.ADDED.value, 1)
+    assert nothing_in_flight()
+
+
+def test_an_object_finished_while_waiting_for_its_lock_is_not_processed_again():
+    obj = object_for(guid="raced")
+    send("fetch", harvest_object_id=obj.id)
+    original = queue._exclusive
+
+    def finished_meanwhile(object_id: str) -> Any:
+        # The other consumer completes the object between our load and our lock.
+        model.Session.execute(sa.text(
+            "UPDATE harvest_object SET state = 'COMPLETE', report_status = 'added' "
+            "WHERE id = :id"), {"id": object_id})
+        model.Session.commit()
+        return original(object_id)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(queue, "_exclusive", finished_meanwhile)
+        assert queue.run_fetch_consumer(stop_after=1, idle_timeout=10) == 1
+
+    obj = fresh(HarvestObject, obj.id)
+    assert (obj.state, obj.report_status, obj.retry_times) == (
+        ObjectState.COMPLETE.value, ReportStatus.ADDED.value, 0)
+    assert model.Session.query(model.Package).filter_by(
+        name="harvested-raced").count() == 0
+    assert nothing_in_flight()
+
+
 # -- gather_callback -------------------------------------------------------------
 
 
@@ -683,6 +838,23 @@ def test_resubmit_objects_resends_waiting_objects_missing_from_the_queue(caplog)
 
     assert fetch_queue_ids() == [queued.id, lost.id]
     assert f"Re-sent object {lost.id} to the fetch queue" in caplog.messages
+
+
+def test_resubmit_objects_leaves_out_a_job_whose_objects_are_being_published():
+    """The gather consumer sets gather_finished, then publishes: a cron run in
+    between must not send the same objects a second time."""
+    publishing = make_job(make_source(), gather_finished=datetime.datetime.utcnow())
+    unpublished = make_object(publishing, "unpublished")
+    send("gather", harvest_job_id=publishing.id)
+    gather_consumer = queue.get_gather_consumer()
+    _, _, body = gather_consumer.basic_get()  # taken, not acknowledged yet
+
+    queue.resubmit_objects()
+
+    assert fetch_queue_ids() == []
+    gather_consumer.basic_ack(body)  # the gather is over: its objects are fair game
+    queue.resubmit_objects()
+    assert fetch_queue_ids() == [unpublished.id]
 
 
 def test_resubmit_objects_does_nothing_on_amqp(ckan_config, monkeypatch):

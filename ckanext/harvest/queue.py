@@ -20,14 +20,16 @@ goes on with the next message.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from typing import Any, Callable, Iterator, Optional
 
 import pika
 import redis as redis_py
+import sqlalchemy as sa
 from ckan import model
 from ckan.plugins import toolkit
 from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError
@@ -382,16 +384,25 @@ def resubmit_jobs() -> None:
 def resubmit_objects() -> None:
     """Redis: re-send ``WAITING`` objects of gathered jobs that are not queued.
 
+    Jobs whose gather message is still queued or being handled are left out:
+    their objects are being published.
+
     Does nothing on AMQP (its queue contents cannot be listed).
     """
     if _backend() != mq.REDIS:
         return
-    queued = mq_redis.queued_ids(get_connection_redis(), _fetch_spec())
+    client = get_connection_redis()
+    queued = mq_redis.queued_ids(client, _fetch_spec())
+    # A job whose gather message is still pending or being handled is publishing
+    # its objects right now (gather_finished is set before that): its gather
+    # consumer, or the redelivery of its message, sends them.
+    gathering = mq_redis.queued_ids(client, _gather_spec())
     waiting = (
         model.Session.query(HarvestObject.id)
         .join(HarvestJob, HarvestObject.harvest_job_id == HarvestJob.id)
         .filter(HarvestObject.state == ObjectState.WAITING.value)
         .filter(HarvestJob.gather_finished.isnot(None))
+        .filter(HarvestJob.id.notin_(gathering))
         .order_by(HarvestObject.gathered)
     )
     missing = [object_id for (object_id,) in waiting if object_id not in queued]
@@ -505,6 +516,74 @@ def fetch_and_import_stages(harvester: Any, obj: HarvestObject) -> None:
     model.Session.flush()
     obj.report_status = _report_status(obj)
     obj.save()
+
+
+# -- lost database connections ----------------------------------------------------
+#
+# A database connection that breaks in the middle of a stage (server restarted,
+# connection terminated by an administrator, network cut) is not the record's fault:
+# harvesters catch such errors like any other and record them, which would end the
+# job or the object in error for good. The stage drivers notice them instead and
+# retry the message, after undoing what the failed attempt recorded.
+
+#: Connection failures seen by this process (pre-ping reconnections excluded).
+_lost_connections = [0]
+
+
+def _count_lost_connection(context: Any) -> None:
+    if context.is_disconnect and not getattr(context, "is_pre_ping", False):
+        _lost_connections[0] += 1
+
+
+@contextmanager
+def _watching_connections() -> Iterator[Callable[[], bool]]:
+    """Yield a function telling whether a database connection broke since entry."""
+    if not sa.event.contains(sa.engine.Engine, "handle_error", _count_lost_connection):
+        sa.event.listen(sa.engine.Engine, "handle_error", _count_lost_connection)
+    before = _lost_connections[0]
+    yield lambda: _lost_connections[0] != before
+
+
+def _forget_gather_attempt(job_id: str, started: datetime.datetime) -> None:
+    """Undo a gather that lost its database connection, so that it runs again:
+    the job's objects and the gather errors of the attempt go, and the job is
+    not gathered any more."""
+    model.Session.remove()
+    job = HarvestJob.get(job_id)
+    if job is None:
+        return
+    _delete_objects(job)
+    model.Session.query(HarvestGatherError).filter(
+        HarvestGatherError.harvest_job_id == job_id,
+        HarvestGatherError.created >= started,
+    ).delete(synchronize_session=False)
+    job.gather_started = None
+    job.gather_finished = None
+    job.save()
+    log.warning("Harvest job %s: the database connection was lost while gathering; "
+                "the gather will be retried", job_id)
+
+
+def _forget_fetch_attempt(object_id: str, started: datetime.datetime) -> bool:
+    """Undo an unsuccessful fetch/import that lost its database connection: the
+    object errors of the attempt go and the object is ``WAITING`` again.
+
+    :returns: False when there was nothing to undo (the object ended ``COMPLETE``)
+    """
+    model.Session.remove()
+    obj = HarvestObject.get(object_id)
+    if obj is None or obj.state == ObjectState.COMPLETE.value:
+        return False
+    model.Session.query(HarvestObjectError).filter(
+        HarvestObjectError.harvest_object_id == object_id,
+        HarvestObjectError.created >= started,
+    ).delete(synchronize_session=False)
+    obj.state = ObjectState.WAITING.value
+    obj.report_status = None
+    obj.save()
+    log.warning("Harvest object %s: the database connection was lost during its "
+                "stages; it will be retried (attempt %s)", object_id, obj.retry_times)
+    return True
 
 
 # -- message handling --------------------------------------------------------------
@@ -672,7 +751,17 @@ def _handle_gather(body: Any, delivery: _Delivery) -> Optional[bool]:
         _resend_waiting_objects(job)
         delivery.ack()
         return False
-    result = _gather_job(job)
+    started = utcnow()
+    with _watching_connections() as connection_lost:
+        try:
+            result = _gather_job(job)
+        except (OperationalError, InterfaceError):
+            if not connection_lost():
+                raise
+    if connection_lost():
+        _forget_gather_attempt(job_id, started)
+        delivery.reject()
+        return None
     model.Session.remove()
     delivery.ack()
     return result
@@ -723,6 +812,66 @@ def _run_object_stages(harvester: Any, obj: HarvestObject) -> None:
         _record_object_failure(obj, exc)
 
 
+@contextmanager
+def _exclusive(object_id: str) -> Iterator[bool]:
+    """Hold a PostgreSQL advisory lock on an object while it is processed.
+
+    Yields False when another consumer holds it: the message is a duplicate of one
+    being handled right now (re-sent, or re-delivered by a broker that lost sight
+    of the first consumer). The lock lives on a connection of its own, so that the
+    stages' commits and rollbacks do not touch it; it goes when that connection
+    closes, e.g. when the consumer dies.
+    """
+    connection = model.meta.engine.connect()
+    key = {"id": object_id}
+    locked = False
+    try:
+        locked = bool(connection.execute(
+            sa.text("SELECT pg_try_advisory_lock(hashtextextended(:id, 0))"), key
+        ).scalar())
+        yield locked
+    finally:
+        try:
+            if locked:
+                connection.execute(
+                    sa.text("SELECT pg_advisory_unlock(hashtextextended(:id, 0))"), key)
+        except DatabaseError:
+            connection.invalidate()  # ending the database session releases the lock
+        finally:
+            connection.close()
+
+
+def _skip_if_done(obj: HarvestObject, delivery: _Delivery) -> bool:
+    if obj.state not in _FINAL_STATES:
+        return False
+    log.info("Harvest object %s is %s already; message ignored", obj.id, obj.state)
+    delivery.ack()
+    return True
+
+
+def _fetch_object(obj: HarvestObject, delivery: _Delivery) -> Optional[bool]:
+    """Run the stages of an object this consumer holds the lock of."""
+    if not _may_fetch(obj):
+        delivery.ack()
+        return False
+    object_id = obj.id
+    source_type = obj.source.type if obj.source else None
+    started = utcnow()
+    with _watching_connections() as connection_lost:
+        try:
+            for harvester in _harvesters_named(source_type) if source_type else []:
+                _run_object_stages(harvester, obj)
+        except (OperationalError, InterfaceError):
+            if not connection_lost():
+                raise
+    if connection_lost() and _forget_fetch_attempt(object_id, started):
+        delivery.reject()
+        return None
+    model.Session.remove()
+    delivery.ack()
+    return None
+
+
 def _handle_fetch(body: Any, delivery: _Delivery) -> Optional[bool]:
     object_id = _message_id(body, "harvest_object_id", "No harvest object id received")
     if object_id is None:
@@ -732,19 +881,19 @@ def _handle_fetch(body: Any, delivery: _Delivery) -> Optional[bool]:
     obj, outcome = _load_target(HarvestObject, object_id, "object", delivery)
     if obj is None:
         return outcome
-    if obj.state in _FINAL_STATES:
-        log.info("Harvest object %s is %s already; message ignored", object_id, obj.state)
-        delivery.ack()
+    if _skip_if_done(obj, delivery):
         return False
-    if not _may_fetch(obj):
-        delivery.ack()
-        return False
-    source_type = obj.source.type if obj.source else None
-    for harvester in _harvesters_named(source_type) if source_type else []:
-        _run_object_stages(harvester, obj)
-    model.Session.remove()
-    delivery.ack()
-    return None
+    with _exclusive(object_id) as locked:
+        if not locked:
+            log.info("Harvest object %s is being processed by another consumer; "
+                     "message given back", object_id)
+            model.Session.remove()
+            delivery.reject()
+            return None
+        model.Session.refresh(obj)  # it may have been finished before we locked it
+        if _skip_if_done(obj, delivery):
+            return False
+        return _fetch_object(obj, delivery)
 
 
 def gather_callback(channel: Any, method: Any, header: Any, body: Any) -> Optional[bool]:

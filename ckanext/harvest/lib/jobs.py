@@ -16,9 +16,11 @@ from ckanext.harvest.model import (
     HarvestGatherError,
     HarvestJob,
     HarvestObject,
+    HarvestObjectError,
     HarvestSource,
     JobStatus,
     ObjectState,
+    ReportStatus,
     utcnow,
 )
 
@@ -131,6 +133,10 @@ def timeout_minutes() -> int:
 def close_if_timed_out(job: HarvestJob, timeout: int) -> bool:
     """Finish a job idle for longer than ``timeout`` minutes, with a gather error.
 
+    Its objects still ``WAITING``, ``FETCH`` or ``IMPORT`` (their consumers are
+    gone, or will skip them: the job is finished) become ``ERROR`` with an object
+    error saying so: nothing is left in limbo.
+
     :returns: True when the job was closed
     """
     last = job.get_last_action_time()
@@ -150,7 +156,31 @@ def close_if_timed_out(job: HarvestJob, timeout: int) -> bool:
         gather_finished=job.gather_finished, last=last,
     )
     HarvestGatherError.create(message, job)
+    unfinished = _error_unfinished_objects(
+        job, "Job {} timed out ({} minutes without activity) before this object "
+        "was processed".format(job.id, timeout))
+    log.warning("Harvest job %s timed out (%s minutes without activity); %d "
+                "unfinished object(s) set to ERROR", job.id, timeout, unfinished)
     return True
+
+
+def _error_unfinished_objects(job: HarvestJob, message: str) -> int:
+    """Set the job's unfinished objects ``ERROR`` / ``errored`` with an object
+    error ``message`` (stage ``Fetch``); commit. Returns how many there were."""
+    table = HarvestObject.__table__
+    ids = [row[0] for row in model.Session.execute(
+        sa.update(table)
+        .where(table.c.harvest_job_id == job.id)
+        .where(table.c.state.notin_(_TERMINAL_OBJECT_STATES))
+        .values(state=ObjectState.ERROR.value,
+                report_status=ReportStatus.ERRORED.value)
+        .returning(table.c.id)
+    )]
+    for object_id in ids:
+        model.Session.add(HarvestObjectError(harvest_object_id=object_id,
+                                             message=message, stage="Fetch"))
+    model.Session.commit()
+    return len(ids)
 
 
 def close_if_finished(job: HarvestJob) -> bool:

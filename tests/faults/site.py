@@ -1,0 +1,274 @@
+"""The local harvesting site of the faults suite and what it measures.
+
+:class:`FaultSite` is a :class:`tests.support.site.HarvestSite` whose queues live on
+a private broker (:mod:`tests.faults.brokers`), whose consumer processes carry a
+recognisable PostgreSQL ``application_name`` (``PGAPPNAME``) and short remote HTTP
+timeouts (``pyhooks/sitecustomize.py``), and whose ``ckan harvester run`` is run
+periodically like cron by :meth:`FaultSite.run_until_finished`, which can be held
+while a broker is down. :meth:`FaultSite.outcome` computes the row of the table.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import pika
+import pytest
+import redis
+
+from tests.faults.brokers import Broker, PrivateRabbit, PrivateRedis
+from tests.faults.proxy import FaultProxy
+from tests.support.site import REPO, Consumer, HarvestSite, _tail
+
+PYHOOKS = Path(__file__).resolve().parent / "pyhooks"
+#: (connect, read) timeouts of the harvester's remote requests in the consumers.
+HTTP_TIMEOUT = "2,3"
+UNFINISHED = ("WAITING", "FETCH", "IMPORT")
+SOURCE_NAME = "faults-remote"
+#: Seconds between two ``ckan harvester run``. Each run loads CKAN (2-3 s of CPU):
+#: every 3 s, as in the other end-to-end tests, would take most of a core away from
+#: the consumers on a 2-core machine.
+CRON_INTERVAL = 8.0
+
+
+class FaultConsumer(Consumer):
+    """A consumer whose database connections are named ``<site>-<kind>``."""
+
+    site: FaultSite
+
+    @property
+    def application_name(self) -> str:
+        return f"{self.site.site_id}-{self.kind}"
+
+    def start(self) -> None:
+        env = self.site.env
+        self.site.env = dict(env, PGAPPNAME=self.application_name)
+        try:
+            super().start()
+        finally:
+            self.site.env = env
+
+    def log_count(self, text: str) -> int:
+        """Lines of this consumer's logs (over all its starts) containing ``text``."""
+        total = 0
+        for start in range(1, self.starts + 1):
+            log = self.site.directory / f"{self.kind}-{start}.log"
+            try:
+                total += log.read_text(errors="replace").count(text)
+            except OSError:
+                pass
+        return total
+
+    def messages_handled(self) -> int:
+        """Fetch messages this consumer received."""
+        return self.log_count("Received harvest object id")
+
+
+@dataclasses.dataclass
+class Outcome:
+    """The verdict of a scenario, from the database (one row of the table)."""
+
+    expected: int
+    present: int
+    duplicated: int
+    stuck: int
+    lost: int
+    errored: int
+    details: dict[str, Any]
+
+    def problems(self) -> list[str]:
+        found = []
+        for name in ("duplicated", "stuck", "lost"):
+            if getattr(self, name):
+                found.append(f"{name}: {getattr(self, name)}")
+        if self.present != self.expected:
+            found.append(f"{self.present} of {self.expected} expected datasets present")
+        return found
+
+
+class FaultSite(HarvestSite):
+    """A harvesting site on a private broker, harvesting the remote through a proxy."""
+
+    consumers: list[Consumer]
+
+    def __init__(self, directory: Path, broker: Broker, label: str,
+                 options: Optional[dict[str, str]] = None) -> None:
+        self.broker = broker
+        site_options = {"ckan.harvest.ssrf_allowed_hosts": "127.0.0.1 localhost",
+                        # No resource view plugin is loaded: create no default views.
+                        "ckan.views.default_views": "",
+                        **broker.site_options(), **(options or {})}
+        super().__init__(directory, broker.backend, label, site_options)
+        self.env.update(PYTHONPATH=str(PYHOOKS), HARVEST_FAULTS_HTTP_TIMEOUT=HTTP_TIMEOUT)
+        self.cron_held = False
+        self.cron_runs = 0
+        self._cron: Optional[subprocess.Popen[bytes]] = None
+        self._cron_started = 0.0
+
+    # -- brokers (the private one, not the shared one) ----------------------------------
+
+    def redis(self) -> redis.Redis:
+        assert isinstance(self.broker, PrivateRedis)
+        return self.broker.client()
+
+    def amqp(self) -> pika.BlockingConnection:
+        assert isinstance(self.broker, PrivateRabbit)
+        return self.broker.connection()
+
+    # -- processes ----------------------------------------------------------------
+
+    def consumer(self, kind: str) -> FaultConsumer:
+        consumer = FaultConsumer(self, kind)
+        self.consumers.append(consumer)
+        return consumer
+
+    def cron(self) -> None:
+        """Start ``ckan harvester run`` every CRON_INTERVAL seconds (one at a time)."""
+        if self._cron is not None:
+            if self._cron.poll() is None:
+                return
+            if self._cron.returncode != 0:
+                pytest.fail(f"ckan harvester run failed ({self._cron.returncode}):\n"
+                            + _tail(self.directory / f"run-{self.cron_runs}.log"))
+            self._cron = None
+        if self.cron_held or time.monotonic() - self._cron_started < CRON_INTERVAL:
+            return
+        self._cron_started = time.monotonic()
+        self.cron_runs += 1
+        with open(self.directory / f"run-{self.cron_runs}.log", "wb") as log:
+            self._cron = subprocess.Popen(
+                self.command("run"), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, env=self.env, cwd=REPO)
+        self.background_runs.append(self._cron)
+
+    def hold_cron(self) -> None:
+        """No new ``harvester run`` from now on; wait for the one running, if any."""
+        self.cron_held = True
+        if self._cron is not None:
+            self._cron.wait(timeout=120)
+            self.cron()  # reports a failed run
+
+    def release_cron(self) -> None:
+        self.cron_held = False
+
+    def run_until_finished(self, job_id: str, timeout: float,
+                           on_tick: Optional[Callable[[], None]] = None) -> float:
+        """Let consumers and cron work until the job is ``Finished``.
+
+        :returns: the seconds it took
+        """
+        started = time.monotonic()
+        while True:
+            self.check_consumers()
+            if on_tick is not None:
+                on_tick()
+            if self.job(job_id).status == "Finished":
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                pytest.fail(f"job not Finished after {timeout:.0f} s\n"
+                            + self.diagnostics(job_id))
+            self.cron()
+            time.sleep(0.25)
+
+    # -- harvesting ---------------------------------------------------------------------
+
+    def create_ckan_source(self, proxy: FaultProxy,
+                           config: Optional[dict[str, Any]] = None) -> str:
+        """A ``ckan`` source harvesting the remote through the proxy; its id."""
+        url = proxy.url + "/"
+        result = self.ckan("source", "create", SOURCE_NAME, url, "ckan",
+                           "Remote CKAN (faults)", "true", "", "MANUAL",
+                           json.dumps(config or {}))
+        source_id = self.scalar("SELECT id FROM harvest_source WHERE url = :url", url=url)
+        assert source_id, result.stdout
+        return str(source_id)
+
+    def new_job(self, source_id: str) -> str:
+        return self.create_job(SOURCE_NAME, source_id)
+
+    # -- measures -------------------------------------------------------------------------
+
+    def count_objects(self, job_id: str, *states: str) -> int:
+        return int(self.scalar(
+            "SELECT count(*) FROM harvest_object WHERE harvest_job_id = :job "
+            "AND state = ANY(:states)", job=job_id, states=list(states)))
+
+    def local_datasets(self) -> dict[str, str]:
+        """``id -> state`` of the local datasets (harvest sources excluded)."""
+        return dict(self.query("SELECT id, state FROM package WHERE type = 'dataset'"))
+
+    def organisations(self) -> set[str]:
+        """Ids of the local organisations."""
+        return {row[0] for row in self.query(
+            "SELECT id FROM \"group\" WHERE is_organization AND state = 'active'")}
+
+    def terminate_backends(self, *consumers: FaultConsumer) -> int:
+        """``pg_terminate_backend`` of the consumers' connections; how many."""
+        names = [consumer.application_name for consumer in consumers]
+        return int(self.scalar(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) AS done "
+            "FROM pg_stat_activity WHERE application_name = ANY(:names) "
+            "AND datname = current_database() AND pid <> pg_backend_pid()) killed "
+            "WHERE done", names=names))
+
+    def outcome(self, remote_ids: dict[str, str], job_ids: Iterable[str],
+                imported_before: Iterable[str] = (),
+                allowed_missing: Iterable[str] = ()) -> Outcome:
+        """Compare the local site with the remote after the jobs ``job_ids``.
+
+        :param remote_ids: ``id -> name`` of the remote's public datasets
+        :param imported_before: ids of datasets seen imported during the scenario
+            (they must all still be there)
+        :param allowed_missing: ids the scenario may legitimately lack (objects
+            errored because the remote failed, before the re-harvest)
+        """
+        jobs = list(job_ids)
+        local = self.local_datasets()
+        active = {dataset_id for dataset_id, state in local.items() if state == "active"}
+        expected = set(remote_ids) - set(allowed_missing)
+        per_guid = self.query(
+            "SELECT guid, count(*) FILTER (WHERE current) AS current, "
+            "count(DISTINCT package_id) AS packages FROM harvest_object "
+            "WHERE harvest_job_id = ANY(:jobs) GROUP BY guid", jobs=jobs)
+        extra = active - set(remote_ids)
+        duplicated = len(extra) + sum(1 for row in per_guid
+                                      if row.current > 1 or row.packages > 1)
+        stuck = int(self.scalar(
+            "SELECT count(*) FROM harvest_object WHERE harvest_job_id = ANY(:jobs) "
+            "AND state = ANY(:states)", jobs=jobs, states=list(UNFINISHED)))
+        missing = expected - active
+        vanished = set(imported_before) - active
+        errored = int(self.scalar(
+            "SELECT count(*) FROM harvest_object WHERE harvest_job_id = ANY(:jobs) "
+            "AND state = 'ERROR'", jobs=jobs))
+        return Outcome(
+            expected=len(expected), present=len(expected & active),
+            duplicated=duplicated, stuck=stuck, lost=len(missing | vanished),
+            errored=errored,
+            details={"extra datasets": sorted(extra)[:10],
+                     "missing": sorted(missing)[:10],
+                     "vanished after import": sorted(vanished)[:10],
+                     "not active": {k: v for k, v in local.items()
+                                    if v != "active"} or None})
+
+    def different_titles(self, titles: dict[str, str]) -> list[str]:
+        """Ids of imported datasets whose title differs from the remote's."""
+        local = dict(self.query("SELECT id, title FROM package WHERE type = 'dataset' "
+                                "AND id = ANY(:ids)", ids=list(titles)))
+        return sorted(k for k, title in local.items() if titles[k] != title)
+
+    def job_errors(self, job_id: str) -> dict[str, list[Any]]:
+        return {
+            "gather": [row[0] for row in self.query(
+                "SELECT message FROM harvest_gather_error WHERE harvest_job_id = :job",
+                job=job_id)],
+            "object": [tuple(row) for row in self.query(
+                "SELECT o.guid, o.import_started, e.stage, e.message "
+                "FROM harvest_object_error e JOIN harvest_object o "
+                "ON o.id = e.harvest_object_id WHERE o.harvest_job_id = :job "
+                "ORDER BY o.import_started", job=job_id)],
+        }
