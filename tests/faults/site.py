@@ -36,27 +36,34 @@ CRON_INTERVAL = 8.0
 
 
 class FaultConsumer(Consumer):
-    """A consumer whose database connections are named ``<site>-<kind>``."""
+    """A consumer with a name of its own (``fetch``, ``fetch2`` ...) for its logs
+    (``<name>-<start>.log``) and its database connections (``<site>-<name>``)."""
 
     site: FaultSite
 
+    def __init__(self, site: FaultSite, kind: str, name: str) -> None:
+        super().__init__(site, kind)
+        self.name = name
+
     @property
     def application_name(self) -> str:
-        return f"{self.site.site_id}-{self.kind}"
+        return f"{self.site.site_id}-{self.name}"
 
     def start(self) -> None:
-        env = self.site.env
-        self.site.env = dict(env, PGAPPNAME=self.application_name)
-        try:
-            super().start()
-        finally:
-            self.site.env = env
+        assert not self.running, f"{self.name} consumer already running"
+        self.starts += 1
+        self.log_path = self.site.directory / f"{self.name}-{self.starts}.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.site.command(f"{self.kind}-consumer"), stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                env=dict(self.site.env, PGAPPNAME=self.application_name))
 
     def log_count(self, text: str) -> int:
         """Lines of this consumer's logs (over all its starts) containing ``text``."""
         total = 0
         for start in range(1, self.starts + 1):
-            log = self.site.directory / f"{self.kind}-{start}.log"
+            log = self.site.directory / f"{self.name}-{start}.log"
             try:
                 total += log.read_text(errors="replace").count(text)
             except OSError:
@@ -122,7 +129,9 @@ class FaultSite(HarvestSite):
     # -- processes ----------------------------------------------------------------
 
     def consumer(self, kind: str) -> FaultConsumer:
-        consumer = FaultConsumer(self, kind)
+        same_kind = sum(1 for consumer in self.consumers if consumer.kind == kind)
+        consumer = FaultConsumer(self, kind, kind + (str(same_kind + 1) if same_kind
+                                                     else ""))
         self.consumers.append(consumer)
         return consumer
 

@@ -274,6 +274,9 @@ def test_database_connections_terminated(backend, remote, fault_proxy, make_faul
 
 
 REMOTE_FAILURES = ((Mode.ERROR, 6.0), (Mode.HANG, 10.0), (Mode.CLOSE, 6.0))
+#: How each failure shows in the object errors (the harvester gives the cause).
+FAILURE_SIGNS = {Mode.ERROR: "HTTP error: 500", Mode.HANG: "Read timed out",
+                 Mode.CLOSE: "Connection aborted"}
 
 
 def _remote_error(message: str) -> bool:
@@ -318,8 +321,9 @@ def test_remote_failing_then_recovering(backend, remote, fault_proxy, make_fault
     problems = []
     if errors["gather"] or second_errors["gather"]:
         problems.append(f"gather errors: {errors['gather']} {second_errors['gather']}")
-    if not failed:
-        problems.append("no object failed while the remote was failing")
+    for mode, sign in FAILURE_SIGNS.items():
+        if not any(sign in message for _, _, _, message in errors["object"]):
+            problems.append(f"no object error shows the remote's {mode.value} ({sign})")
     if not_remote:
         problems.append(f"object errors not caused by the remote: {not_remote[:5]}")
     if first_outcome.errored != len(failed) or first_outcome.lost != len(failed):
