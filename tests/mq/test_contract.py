@@ -176,6 +176,67 @@ def test_purge_empties_only_this_sites_harvest_queues(broker, ckan_config,
             queue.get_connection_redis().delete(*unrelated)
 
 
+def _dump(client, keys):
+    return {key: client.dump(key) for key in keys}
+
+
+def test_purge_leaves_every_key_of_other_sites_and_applications_intact(
+        redis_broker, ckan_config):
+    """Another site's queued, taken and marked messages, another application's
+    lists holding harvest-like messages, keys that merely share the prefix: all
+    byte-for-byte the same after this site's purge (even when this site's queue
+    holds messages naming them)."""
+    client = queue.get_connection_redis()
+    mine = config_snapshot(ckan_config)
+    site = mine["ckan.site_id"]
+    other_site = site + "-other"
+    theirs = dict(mine, **{"ckan.site_id": other_site})
+    other_fetch = mq.open_queue(theirs, mq.fetch_spec(other_site))
+    other_gather = mq.open_queue(theirs, mq.gather_spec(other_site))
+    app_queue = f"rq:queue:{site}"  # another application's queue (unique to the test)
+    foreign = {
+        app_queue: ["list", '{"harvest_object_id": "theirs-1"}'],
+        f"ckanext-harvest:{site}-app": ["string", "kept"],
+        f"ckanext-harvest:{site}x:harvest_object_id": ["list", '{"a": 1}'],
+        f"ckanext-harvest:{site}x:harvest_object_id:o1": ["string", "marker"],
+        f"celery-{site}": ["list", '{"harvest_job_id": "their-job-1"}'],
+    }
+    try:
+        for number in range(3):
+            other_fetch.publish({"harvest_object_id": f"theirs-{number}"})
+            other_gather.publish({"harvest_job_id": f"their-job-{number}"})
+        taken = take(other_fetch)  # held, unacknowledged, in their processing list
+        assert taken is not None
+        for key, (kind, value) in foreign.items():
+            if kind == "list":
+                client.rpush(key, value)
+            else:
+                client.set(key, value)
+        # This site's own queues, naming other sites' and applications' keys.
+        for object_id in ("theirs-1", f"../../{app_queue}", "*", ""):
+            publish_raw("redis", queue._fetch_spec(),
+                        json.dumps({"harvest_object_id": object_id}))
+        publish_raw("redis", queue._gather_spec(), '{"harvest_job_id": "their-job-1"}')
+        others = sorted(set(client.scan_iter(match=f"ckanext-harvest:{other_site}:*"))
+                        | set(foreign))
+        before = _dump(client, others)
+        assert all(before.values())
+
+        queue.purge_queues()
+
+        assert _dump(client, others) == before
+        with open_fetch() as fetch, open_gather() as gather:
+            assert fetch.get() is None and gather.get() is None
+        other_fetch.ack(taken)
+        assert [json.loads(take(other_fetch).body)["harvest_object_id"]
+                for _ in range(2)] == ["theirs-1", "theirs-2"]
+    finally:
+        other_fetch.close()
+        other_gather.close()
+        delete_site("redis", other_site)
+        client.delete(*foreign)
+
+
 def test_queue_names_and_keys_are_namespaced_by_site_id(broker, ckan_config,
                                                         monkeypatch):
     monkeypatch.setitem(ckan_config, "ckan.site_id", "ns.example")
