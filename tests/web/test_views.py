@@ -84,6 +84,45 @@ def test_get_status_per_role(world, client, page, role):
     assert response.status_code == _expected(page, role)
 
 
+OUTSIDERS = tuple(role for role in ROLES if role not in MANAGERS)
+STATE_CHANGES = ("refresh", "clear", "delete", "delete_clear", "job_abort", "edit")
+
+
+def _source_state(source_id: str) -> tuple[Any, ...]:
+    """What a state-changing route could alter: the source, its dataset, its jobs."""
+    model.Session.remove()
+    source = HarvestSource.get(source_id)
+    package = model.Package.get(source_id)
+    jobs = model.Session.query(HarvestJob.id, HarvestJob.status).filter(
+        HarvestJob.source_id == source_id).order_by(HarvestJob.id).all()
+    return (source.active, source.url, source.title, source.config, package.state,
+            package.title, package.metadata_modified, tuple(jobs))
+
+
+@pytest.mark.parametrize("role", OUTSIDERS)
+@pytest.mark.parametrize("page", STATE_CHANGES)
+def test_post_of_a_state_change_is_refused_to_outsiders(fresh_source, client, page,
+                                                         role):
+    """Every state-changing route, posted by every role that may not manage the
+    source: 403 and nothing changed (with the job running the abort would stop)."""
+    source = fresh_source()
+    client("sysadmin").post("/harvest/refresh/{}".format(source["id"]))
+    job_id = model.Session.query(HarvestJob.id).filter(
+        HarvestJob.source_id == source["id"]).scalar()
+    url = {"refresh": "/harvest/refresh/{}", "clear": "/harvest/clear/{}",
+           "delete": "/harvest/delete/{}", "delete_clear": "/harvest/delete/{}?clear=True",
+           "job_abort": "/harvest/{}/job/" + job_id + "/abort",
+           "edit": "/harvest/edit/{}"}[page].format(source["name"])
+    data = _form_data(name=source["name"], title="Taken over",
+                      url="http://attacker.example.org/") if page == "edit" else {}
+    before = _source_state(source["id"])
+
+    response = client(role).post(url, data=data, follow_redirects=False)
+
+    assert response.status_code == 403
+    assert _source_state(source["id"]) == before
+
+
 @pytest.mark.parametrize("page", ("refresh", "clear", "delete", "delete_clear", "job_abort"))
 def test_get_of_a_state_change_changes_nothing(world, client, page):
     jobs_before = {s["id"]: _job_count(s["id"])
