@@ -4,25 +4,22 @@
 a private broker (:mod:`tests.faults.brokers`), whose consumer processes carry a
 recognisable PostgreSQL ``application_name`` (``PGAPPNAME``) and short remote HTTP
 timeouts (``pyhooks/sitecustomize.py``), and whose ``ckan harvester run`` is run
-periodically like cron by :meth:`FaultSite.run_until_finished`, which can be held
+periodically like cron by :meth:`FaultSite.wait_until_finished`, which can be held
 while a broker is down. :meth:`FaultSite.outcome` computes the row of the table.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import pika
-import pytest
 import redis
 
 from tests.faults.brokers import Broker, PrivateRabbit, PrivateRedis
 from tests.faults.proxy import FaultProxy
-from tests.support.site import REPO, Consumer, HarvestSite, _tail
+from tests.support.site import Consumer, HarvestSite
 
 PYHOOKS = Path(__file__).resolve().parent / "pyhooks"
 #: (connect, read) timeouts of the harvester's remote requests in the consumers.
@@ -41,23 +38,12 @@ class FaultConsumer(Consumer):
 
     site: FaultSite
 
-    def __init__(self, site: FaultSite, kind: str, name: str) -> None:
-        super().__init__(site, kind)
-        self.name = name
-
     @property
     def application_name(self) -> str:
         return f"{self.site.site_id}-{self.name}"
 
-    def start(self) -> None:
-        assert not self.running, f"{self.name} consumer already running"
-        self.starts += 1
-        self.log_path = self.site.directory / f"{self.name}-{self.starts}.log"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                self.site.command(f"{self.kind}-consumer"), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                env=dict(self.site.env, PGAPPNAME=self.application_name))
+    def extra_env(self) -> dict[str, str]:
+        return {"PGAPPNAME": self.application_name}
 
     def log_count(self, text: str) -> int:
         """Lines of this consumer's logs (over all its starts) containing ``text``."""
@@ -111,10 +97,7 @@ class FaultSite(HarvestSite):
                         **broker.site_options(), **(options or {})}
         super().__init__(directory, broker.backend, label, site_options)
         self.env.update(PYTHONPATH=str(PYHOOKS), HARVEST_FAULTS_HTTP_TIMEOUT=HTTP_TIMEOUT)
-        self.cron_held = False
-        self.cron_runs = 0
-        self._cron: Optional[subprocess.Popen[bytes]] = None
-        self._cron_started = 0.0
+        self.run_interval = CRON_INTERVAL
 
     # -- brokers (the private one, not the shared one) ----------------------------------
 
@@ -135,53 +118,15 @@ class FaultSite(HarvestSite):
         self.consumers.append(consumer)
         return consumer
 
-    def cron(self) -> None:
-        """Start ``ckan harvester run`` every CRON_INTERVAL seconds (one at a time)."""
-        if self._cron is not None:
-            if self._cron.poll() is None:
-                return
-            if self._cron.returncode != 0:
-                pytest.fail(f"ckan harvester run failed ({self._cron.returncode}):\n"
-                            + _tail(self.directory / f"run-{self.cron_runs}.log"))
-            self._cron = None
-        if self.cron_held or time.monotonic() - self._cron_started < CRON_INTERVAL:
-            return
-        self._cron_started = time.monotonic()
-        self.cron_runs += 1
-        with open(self.directory / f"run-{self.cron_runs}.log", "wb") as log:
-            self._cron = subprocess.Popen(
-                self.command("run"), stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, env=self.env, cwd=REPO)
-        self.background_runs.append(self._cron)
-
     def hold_cron(self) -> None:
         """No new ``harvester run`` from now on; wait for the one running, if any."""
-        self.cron_held = True
-        if self._cron is not None:
-            self._cron.wait(timeout=120)
-            self.cron()  # reports a failed run
+        self.runs_held = True
+        if self._last_run is not None:
+            self._last_run.wait(timeout=120)
+            self.run_in_background()  # reports a failed run
 
     def release_cron(self) -> None:
-        self.cron_held = False
-
-    def run_until_finished(self, job_id: str, timeout: float,
-                           on_tick: Optional[Callable[[], None]] = None) -> float:
-        """Let consumers and cron work until the job is ``Finished``.
-
-        :returns: the seconds it took
-        """
-        started = time.monotonic()
-        while True:
-            self.check_consumers()
-            if on_tick is not None:
-                on_tick()
-            if self.job(job_id).status == "Finished":
-                return time.monotonic() - started
-            if time.monotonic() - started > timeout:
-                pytest.fail(f"job not Finished after {timeout:.0f} s\n"
-                            + self.diagnostics(job_id))
-            self.cron()
-            time.sleep(0.25)
+        self.runs_held = False
 
     # -- harvesting ---------------------------------------------------------------------
 

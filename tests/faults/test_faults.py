@@ -109,7 +109,7 @@ class Harvest:
             if time.monotonic() > deadline:
                 pytest.fail(f"{what}: not within {timeout:.0f} s\n"
                             + self.site.diagnostics(self.job))
-            self.site.cron()
+            self.site.run_in_background()
             time.sleep(0.1)
 
     def keep_going(self, seconds: float) -> None:
@@ -123,7 +123,7 @@ class Harvest:
         return job.gather_started is not None and job.gather_finished is None
 
     def run(self, on_tick: Optional[Callable[[], None]] = None) -> float:
-        return self.site.run_until_finished(self.job, JOB_TIMEOUT, on_tick)
+        return self.site.wait_until_finished(self.job, JOB_TIMEOUT, on_tick)
 
     def outcome(self, allowed_missing: tuple[str, ...] = ()) -> Outcome:
         return self.site.outcome(self.remote_ids, self.jobs, self.imported,

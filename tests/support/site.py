@@ -94,24 +94,32 @@ class Consumer:
     Output goes to one log file per start (``<kind>-<n>.log`` in the site directory).
     """
 
-    def __init__(self, site: HarvestSite, kind: str) -> None:
+    def __init__(self, site: HarvestSite, kind: str, name: str = "") -> None:
         assert kind in ("gather", "fetch")
         self.site = site
         self.kind = kind
+        #: Names the log files (``<name>-<n>.log``): several consumers of a kind
+        #: need names of their own.
+        self.name = name or kind
         self.starts = 0
         self.kills = 0
         self.process: Optional[subprocess.Popen[bytes]] = None
         self.log_path: Optional[Path] = None
 
     def start(self) -> None:
-        assert not self.running, f"{self.kind} consumer already running"
+        assert not self.running, f"{self.name} consumer already running"
         self.starts += 1
-        self.log_path = self.site.directory / f"{self.kind}-{self.starts}.log"
+        self.log_path = self.site.directory / f"{self.name}-{self.starts}.log"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 self.site.command(f"{self.kind}-consumer"), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, env=self.site.env, cwd=REPO,
+                stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                env=dict(self.site.env, **self.extra_env()),
             )
+
+    def extra_env(self) -> dict[str, str]:
+        """Environment variables of this consumer only (on top of the site's)."""
+        return {}
 
     @property
     def running(self) -> bool:
@@ -187,6 +195,10 @@ class HarvestSite:
         self._last_run: Optional[subprocess.Popen[bytes]] = None
         self._last_run_started = 0.0
         self.runs = 0
+        #: Seconds between two background ``harvester run`` (cron's period).
+        self.run_interval = RUN_INTERVAL
+        #: While set, no new background ``harvester run`` starts.
+        self.runs_held = False
         self.check_broker()
 
     # -- processes ------------------------------------------------------------------
@@ -232,7 +244,7 @@ class HarvestSite:
             if previous.returncode != 0:
                 pytest.fail(f"ckan harvester run failed ({previous.returncode}):\n"
                             + _tail(self.directory / f"run-{self.runs}.log"))
-        if time.monotonic() - self._last_run_started < RUN_INTERVAL:
+        if self.runs_held or time.monotonic() - self._last_run_started < self.run_interval:
             return
         self._last_run_started = time.monotonic()
         self.runs += 1
