@@ -29,13 +29,14 @@ TEST_DB := ckan_test_$(CKAN_MINOR)
 export CKAN_SQLALCHEMY_URL ?= postgresql://ckan_default:pass@127.0.0.1/$(TEST_DB)
 endif
 
-.PHONY: help services solr solr-stop venv db test test-faults lint demo demo-stop bench clean
+.PHONY: help services solr solr-stop venv db test test-faults lint i18n demo demo-stop bench clean
 
 help:
 	@echo "make test    - install services + virtualenv, run the whole test suite"
 	@echo "make demo    - install, run a real harvest, serve CKAN on http://127.0.0.1:5000"
 	@echo "make test-faults - the fault-injection suite (tests/faults, ~15 min)"
 	@echo "make lint    - ruff and mypy"
+	@echo "make i18n    - extract messages, update and compile the catalogues"
 	@echo "make bench   - harvest benchmark (bench/README.rst)"
 	@echo "CKAN_VERSION=2.11.x make test  - run the suite on the newest CKAN 2.11"
 
@@ -81,6 +82,14 @@ test-faults: db
 lint: venv
 	$(BIN)/ruff check ckanext tests dev
 	$(BIN)/mypy
+
+# Message catalogues (docs/web-interface.rst, Translations)
+I18N := ckanext/harvest/i18n
+i18n: venv
+	$(BIN)/pybabel -q extract -F babel.cfg --project ckanext-harvest \
+		--copyright-holder "ckanext-harvest contributors" -o $(I18N)/ckanext-harvest.pot .
+	$(BIN)/pybabel -q update -D ckanext-harvest -d $(I18N) -i $(I18N)/ckanext-harvest.pot
+	$(BIN)/pybabel compile -D ckanext-harvest -d $(I18N)
 
 demo: services solr venv
 	@bash dev/demo.sh

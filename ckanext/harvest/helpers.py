@@ -19,7 +19,7 @@ from markupsafe import Markup
 
 from ckanext.harvest.lib import harvesters, progress
 from ckanext.harvest.model import UPDATE_FREQUENCIES, JobStatus, utcnow
-from ckanext.harvest.utils import DATASET_TYPE_NAME
+from ckanext.harvest.utils import DATASET_TYPE_NAME, N_
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,10 @@ STATS_SERIES: tuple[tuple[str, str, str], ...] = (
     ("deleted", "deleted", "#6f42c1"),
     ("errored", "error", "#dc3545"),
 )
+
+
+#: Job statuses as the pages show them (``{{ _(job.status) }}``).
+JOB_STATUS_LABELS = (N_("New"), N_("Running"), N_("Finished"), N_("Aborted"))
 
 
 def _stats_labels() -> dict[str, tuple[str, str]]:

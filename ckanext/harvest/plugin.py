@@ -14,9 +14,13 @@ from ckanext.harvest import mq
 from ckanext.harvest.lib import dblog, indexing, secret_config, sources
 from ckanext.harvest.logic import schema as harvest_schema
 from ckanext.harvest.model import HarvestSource
-from ckanext.harvest.utils import DATASET_TYPE_NAME
+from ckanext.harvest.utils import DATASET_TYPE_NAME, N_
 
 log = logging.getLogger(__name__)
+
+
+#: Facets of the source search page (titles translated by the search templates).
+SOURCE_FACETS = (("frequency", N_("Frequency")), ("source_type", N_("Type")))
 
 _VERBS = ("get", "create", "update", "patch", "delete")
 
@@ -194,14 +198,14 @@ class Harvest(p.SingletonPlugin, DefaultDatasetForm, DefaultTranslation):
     def dataset_facets(self, facets_dict: Any, package_type: str) -> Any:
         if package_type != DATASET_TYPE_NAME:
             return facets_dict
-        return OrderedDict([("frequency", "Frequency"), ("source_type", "Type")])
+        return OrderedDict(SOURCE_FACETS)
 
     def organization_facets(
         self, facets_dict: Any, organization_type: str, package_type: Any
     ) -> Any:
         if package_type != DATASET_TYPE_NAME:
             return facets_dict
-        return OrderedDict([("frequency", "Frequency"), ("source_type", "Type")])
+        return OrderedDict(SOURCE_FACETS)
 
     # IPackageController
 

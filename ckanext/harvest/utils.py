@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 
 DATASET_TYPE_NAME = "harvest"
 
+
+def N_(message: str) -> str:
+    """Mark ``message`` for the message catalogue without translating it: the
+    template that shows it translates it (``{{ _(value) }}``)."""
+    return message
+
 #: ``progress(items, label)``: see the module docstring.
 Progress = Callable[[Sequence[Any], str], Any]
 
