@@ -27,6 +27,10 @@ DECLARED_KEYS = [
     # Beyond the original
     "ckan.harvest.ssrf_allowed_hosts",
     "ckan.harvest.max_objects_per_job",
+    "ckan.harvest.http_connect_timeout",
+    "ckan.harvest.http_read_timeout",
+    "ckan.harvest.max_response_size",
+    "ckan.harvest.max_response_seconds",
     "ckan.harvest.max_tags_per_dataset",
     "ckan.harvest.max_resources_per_dataset",
 ]

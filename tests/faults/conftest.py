@@ -26,7 +26,7 @@ from tests.faults.site import FaultSite
 
 ENABLE_ENV = "HARVEST_FAULTS"
 #: The proxy holds a hanging request this long: more than the consumers' read
-#: timeout (tests.faults.site.HTTP_TIMEOUT).
+#: timeout (tests.faults.site.HTTP_TIMEOUTS).
 HANG_SECONDS = 8.0
 
 

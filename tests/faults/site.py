@@ -2,8 +2,8 @@
 
 :class:`FaultSite` is a :class:`tests.support.site.HarvestSite` whose queues live on
 a private broker (:mod:`tests.faults.brokers`), whose consumer processes carry a
-recognisable PostgreSQL ``application_name`` (``PGAPPNAME``) and short remote HTTP
-timeouts (``pyhooks/sitecustomize.py``), and whose ``ckan harvester run`` is run
+recognisable PostgreSQL ``application_name`` (``PGAPPNAME``), with short remote HTTP
+timeouts (:data:`HTTP_TIMEOUTS`), and whose ``ckan harvester run`` is run
 periodically like cron by :meth:`FaultSite.wait_until_finished`, which can be held
 while a broker is down. :meth:`FaultSite.outcome` computes the row of the table.
 """
@@ -21,9 +21,10 @@ from tests.faults.brokers import Broker, PrivateRabbit, PrivateRedis
 from tests.faults.proxy import FaultProxy
 from tests.support.site import Consumer, HarvestSite
 
-PYHOOKS = Path(__file__).resolve().parent / "pyhooks"
-#: (connect, read) timeouts of the harvester's remote requests in the consumers.
-HTTP_TIMEOUT = "2,3"
+#: Timeouts (s) of the harvester's remote requests: a remote hanging longer than
+#: the read timeout costs seconds, not the default minute (twice: it is retried).
+HTTP_TIMEOUTS = {"ckan.harvest.http_connect_timeout": "2",
+                 "ckan.harvest.http_read_timeout": "3"}
 UNFINISHED = ("WAITING", "FETCH", "IMPORT")
 SOURCE_NAME = "faults-remote"
 #: Seconds between two ``ckan harvester run``. Each run loads CKAN (2-3 s of CPU):
@@ -94,9 +95,8 @@ class FaultSite(HarvestSite):
         site_options = {"ckan.harvest.ssrf_allowed_hosts": "127.0.0.1 localhost",
                         # No resource view plugin is loaded: create no default views.
                         "ckan.views.default_views": "",
-                        **broker.site_options(), **(options or {})}
+                        **HTTP_TIMEOUTS, **broker.site_options(), **(options or {})}
         super().__init__(directory, broker.backend, label, site_options)
-        self.env.update(PYTHONPATH=str(PYHOOKS), HARVEST_FAULTS_HTTP_TIMEOUT=HTTP_TIMEOUT)
         self.run_interval = CRON_INTERVAL
 
     # -- brokers (the private one, not the shared one) ----------------------------------

@@ -59,10 +59,12 @@ REMOTE_GROUP_ID = "bbbbbbbb-0000-4000-8000-00000000000b"
 
 
 @pytest.fixture
-def harvester(monkeypatch: pytest.MonkeyPatch) -> Iterator[CKANHarvester]:
+def harvester(monkeypatch: pytest.MonkeyPatch,
+              ckan_config: dict[str, Any]) -> Iterator[CKANHarvester]:
     """The (singleton) CKAN harvester, fresh state, quick retries."""
     monkeypatch.setattr(ckanharvester, "HTTP_BACKOFF_FACTOR", 0)
-    monkeypatch.setattr(ckanharvester, "HTTP_TIMEOUT", (2.0, 2.0))
+    monkeypatch.setitem(ckan_config, "ckan.harvest.http_connect_timeout", 2)
+    monkeypatch.setitem(ckan_config, "ckan.harvest.http_read_timeout", 2)
     instance = CKANHarvester()
     _reset(instance)
     yield instance
@@ -1050,14 +1052,15 @@ def test_unusable_search_answer_is_a_gather_error_and_imports_nothing(
 
 def test_huge_answer_is_refused(
     harvester: CKANHarvester, remote: responses.RequestsMock,
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, ckan_config: dict[str, Any],
 ) -> None:
-    monkeypatch.setattr(ckanharvester, "MAX_RESPONSE_BYTES", 5000)
+    monkeypatch.setitem(ckan_config, "ckan.harvest.max_response_size", 5000)
     _add_search(remote, [[_dataset(n) for n in range(20)]])
 
     results, job = _harvest_job(_source(), harvester)
 
-    assert "Error: Answer too large or too slow: more than 5000 bytes" in _search_error(job)
+    assert ("Error: Answer too large or too slow: more than 5000 bytes "
+            "(ckan.harvest.max_response_size)") in _search_error(job)
     _assert_nothing_imported(job)
 
 
@@ -1079,10 +1082,11 @@ def test_refused_connection_is_a_gather_error(harvester: CKANHarvester) -> None:
 
 
 def test_remote_that_never_answers_times_out(
-    harvester: CKANHarvester, local_server: _Server, monkeypatch: pytest.MonkeyPatch
+    harvester: CKANHarvester, local_server: _Server, monkeypatch: pytest.MonkeyPatch,
+    ckan_config: dict[str, Any],
 ) -> None:
-    monkeypatch.setattr(ckanharvester, "HTTP_TIMEOUT", (1.0, 0.3))
-    local_server.behaviour = lambda handler: time.sleep(1.5)
+    monkeypatch.setitem(ckan_config, "ckan.harvest.http_read_timeout", 1)
+    local_server.behaviour = lambda handler: time.sleep(2.5)
     url = "http://127.0.0.1:%d" % local_server.server_address[1]
 
     started = time.monotonic()
@@ -1093,6 +1097,62 @@ def test_remote_that_never_answers_times_out(
     assert "Error: Request error: " in message
     assert "Read timed out" in message
     assert local_server.requests_seen == 2  # a read timeout is retried once
+    _assert_nothing_imported(job)
+
+
+def _dripping_answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+    """A valid search answer, one byte every 0.2 s: never a read timeout."""
+    body = json.dumps(_search_result([_dataset(1)])).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    try:
+        for index in range(len(body)):
+            handler.wfile.write(body[index:index + 1])
+            handler.wfile.flush()
+            time.sleep(0.2)
+    except OSError:  # the harvester gave up and closed the connection
+        pass
+
+
+def test_answer_dripping_in_beyond_the_time_limit_is_refused(
+    harvester: CKANHarvester, local_server: _Server, monkeypatch: pytest.MonkeyPatch,
+    ckan_config: dict[str, Any],
+) -> None:
+    monkeypatch.setitem(ckan_config, "ckan.harvest.max_response_seconds", 1)
+    local_server.behaviour = _dripping_answer
+    url = "http://127.0.0.1:%d" % local_server.server_address[1]
+
+    started = time.monotonic()
+    results, job = _harvest_job(_source(url=url), harvester)
+
+    assert time.monotonic() - started < 10
+    (message,) = _gather_errors(job)
+    assert ("Answer too large or too slow: not received within 1 seconds "
+            "(ckan.harvest.max_response_seconds)") in message
+    _assert_nothing_imported(job)
+
+
+def _announcing_a_huge_answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(10 ** 12))
+    handler.end_headers()
+    handler.wfile.write(b'{"success": true, ')
+    handler.wfile.flush()
+
+
+def test_announced_length_over_the_size_limit_is_refused_before_reading(
+    harvester: CKANHarvester, local_server: _Server
+) -> None:
+    local_server.behaviour = _announcing_a_huge_answer
+    url = "http://127.0.0.1:%d" % local_server.server_address[1]
+
+    results, job = _harvest_job(_source(url=url), harvester)
+
+    (message,) = _gather_errors(job)
+    assert ("more than 104857600 bytes (ckan.harvest.max_response_size)" in message)
     _assert_nothing_imported(job)
 
 
@@ -1132,7 +1192,7 @@ def test_patched_requests_get_intercepts_remote_requests(harvester: CKANHarveste
 
     assert content == '{"success": true}'
     get.assert_called_once_with(SEARCH_URL, headers={"Authorization": "secret-key"},
-                                timeout=ckanharvester.HTTP_TIMEOUT)
+                                timeout=(2, 2))
 
 
 def test_patched_requests_get_answers_are_status_checked(harvester: CKANHarvester) -> None:

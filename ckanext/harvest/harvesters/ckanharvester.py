@@ -10,15 +10,17 @@ Every remote request goes through :meth:`CKANHarvester._get_content`, which uses
 ``requests.Session`` whose HTTP adapter carries urllib3's ``Retry``: connection
 errors, a failed read and the statuses in :data:`RETRY_STATUSES` are retried up to
 :data:`HTTP_RETRIES` times with exponential backoff; every request has the connect
-and read timeouts of :data:`HTTP_TIMEOUT`; answers larger than
-:data:`MAX_RESPONSE_BYTES` or slower than :data:`MAX_RESPONSE_SECONDS` are refused.
+and read timeouts ``ckan.harvest.http_connect_timeout`` and
+``ckan.harvest.http_read_timeout`` (:func:`.netguard.http_timeout`); answers
+larger than ``ckan.harvest.max_response_size`` bytes or taking longer than
+``ckan.harvest.max_response_seconds`` to arrive are refused.
 A stage (gather or import) opens one session and closes it when it ends, so pages
 share pooled connections and nothing outlives the stage.
 
 Test suites (ours and downstream ones) patch
 ``ckanext.harvest.harvesters.ckanharvester.requests.get``. When ``requests.get`` is
 not the function it was at import time, the request is made with
-``requests.get(url, headers=..., timeout=HTTP_TIMEOUT)`` instead of the session, so
+``requests.get(url, headers=..., timeout=netguard.http_timeout())`` instead of the session, so
 the patch intercepts it (no retries on that path). The ``responses`` library
 patches the transport adapter and so intercepts both paths.
 
@@ -38,6 +40,7 @@ from typing import Any, Iterator, Optional, cast
 from urllib.parse import urlencode
 
 import requests
+import urllib3.exceptions
 from ckan import model
 from ckan import plugins as p
 from ckan.plugins import toolkit
@@ -60,17 +63,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: (connect, read) timeouts in seconds of every remote request.
-HTTP_TIMEOUT = (10.0, 60.0)
+#: The options of the limits of every remote request (config_declaration.yaml).
+MAX_SIZE_OPTION = "ckan.harvest.max_response_size"
+MAX_SECONDS_OPTION = "ckan.harvest.max_response_seconds"
 #: Retries of a request after a connection error or a status in RETRY_STATUSES.
 HTTP_RETRIES = 3
 #: Retry n waits HTTP_BACKOFF_FACTOR * 2 ** (n - 1) seconds (the first retry: none).
 HTTP_BACKOFF_FACTOR = 0.5
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-#: Larger answers are refused (a page of 100 ordinary datasets is a few MB).
-MAX_RESPONSE_BYTES = 100 * 1024 * 1024
-#: A single answer taking longer than this to download is refused.
-MAX_RESPONSE_SECONDS = 600.0
 _CHUNK_BYTES = 64 * 1024
 _EXCERPT_CHARS = 500
 
@@ -110,7 +110,7 @@ class SearchError(Exception):
 
 
 class _ResponseTooLarge(Exception):
-    """The remote answer exceeds MAX_RESPONSE_BYTES or MAX_RESPONSE_SECONDS."""
+    """The remote answer exceeds ``max_response_size`` or ``max_response_seconds``."""
 
 
 # --- validation of the source configuration -------------------------------------
@@ -206,7 +206,7 @@ def _new_session() -> requests.Session:
     retry = Retry(
         total=HTTP_RETRIES,
         connect=HTTP_RETRIES,
-        read=1,  # a read error may take HTTP_TIMEOUT[1]: retry it once only
+        read=1,  # a read error may take the read timeout: retry it once only
         status=HTTP_RETRIES,
         other=0,
         backoff_factor=HTTP_BACKOFF_FACTOR,
@@ -226,30 +226,61 @@ def _new_session() -> requests.Session:
 def _http_get(session: requests.Session, url: str, headers: dict[str, str]) -> str:
     """GET ``url``; return the body as text. Raises requests' exceptions."""
     if requests.get is not _REQUESTS_GET:  # patched by a test suite
-        response = requests.get(url, headers=headers, timeout=HTTP_TIMEOUT)
+        response = requests.get(url, headers=headers, timeout=netguard.http_timeout())
         response.raise_for_status()
         return response.text
-    with session.get(url, headers=headers, timeout=HTTP_TIMEOUT, stream=True) as response:
+    with session.get(url, headers=headers, timeout=netguard.http_timeout(),
+                     stream=True) as response:
         response.raise_for_status()
         return _read_text(response)
 
 
 def _read_text(response: requests.Response) -> str:
-    """Read a streamed body within MAX_RESPONSE_BYTES / MAX_RESPONSE_SECONDS."""
+    """Read a streamed body within ``max_response_size`` / ``max_response_seconds``
+    (0: no limit)."""
+    max_bytes = toolkit.config.get(MAX_SIZE_OPTION)
+    max_seconds = toolkit.config.get(MAX_SECONDS_OPTION)
+    too_large = "more than %d bytes (%s)" % (max_bytes, MAX_SIZE_OPTION)
     declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-        raise _ResponseTooLarge("more than %d bytes" % MAX_RESPONSE_BYTES)
-    deadline = time.monotonic() + MAX_RESPONSE_SECONDS
+    if max_bytes and declared.isdigit() and int(declared) > max_bytes:
+        raise _ResponseTooLarge(too_large)
+    deadline = time.monotonic() + max_seconds
     chunks: list[bytes] = []
     size = 0
-    for chunk in response.iter_content(_CHUNK_BYTES):
+    for chunk in _chunks_as_they_arrive(response):
         size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise _ResponseTooLarge("more than %d bytes" % MAX_RESPONSE_BYTES)
-        if time.monotonic() > deadline:
-            raise _ResponseTooLarge("not received within %s seconds" % MAX_RESPONSE_SECONDS)
+        if max_bytes and size > max_bytes:
+            raise _ResponseTooLarge(too_large)
+        if max_seconds and time.monotonic() > deadline:
+            raise _ResponseTooLarge("not received within %d seconds (%s)"
+                                    % (max_seconds, MAX_SECONDS_OPTION))
         chunks.append(chunk)
     return _decode(b"".join(chunks), response.encoding)
+
+
+def _chunks_as_they_arrive(response: requests.Response) -> Iterator[bytes]:
+    """The body in the pieces the network delivers (at most _CHUNK_BYTES each).
+
+    ``iter_content(n)`` waits for ``n`` bytes: a remote dripping a byte at a time
+    would keep it (and the time limit's check) waiting for the whole answer.
+    urllib3's ``read1`` returns what has arrived.
+    """
+    raw = response.raw
+    if not hasattr(raw, "read1"):  # urllib3 < 2.3, or a test double
+        yield from response.iter_content(_CHUNK_BYTES)
+        return
+    try:
+        while True:
+            chunk = raw.read1(_CHUNK_BYTES, decode_content=True)
+            if not chunk:
+                return
+            yield chunk
+    except urllib3.exceptions.ProtocolError as e:  # as iter_content reports it
+        raise requests.exceptions.ChunkedEncodingError(e) from e
+    except urllib3.exceptions.DecodeError as e:
+        raise requests.exceptions.ContentDecodingError(e) from e
+    except urllib3.exceptions.ReadTimeoutError as e:
+        raise requests.exceptions.ConnectionError(e) from e
 
 
 def _decode(body: bytes, encoding: Optional[str]) -> str:

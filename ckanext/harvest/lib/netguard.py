@@ -232,13 +232,23 @@ class GuardedAdapter(HTTPAdapter):
             raise HostNotAllowed(str(refusal), request=request) from None
 
 
+CONNECT_TIMEOUT_OPTION = "ckan.harvest.http_connect_timeout"
+READ_TIMEOUT_OPTION = "ckan.harvest.http_read_timeout"
+
+
+def http_timeout() -> tuple[int, int]:
+    """The configured (connect, read) timeouts in seconds of a remote request."""
+    return (toolkit.config.get(CONNECT_TIMEOUT_OPTION),
+            toolkit.config.get(READ_TIMEOUT_OPTION))
+
+
 def new_session(**adapter_args: Any) -> requests.Session:
     """A ``requests`` session whose http and https requests are guarded.
 
     For harvesters of other extensions too::
 
-        from ckanext.harvest.lib.netguard import new_session
-        response = new_session().get(url, timeout=(10, 60))
+        from ckanext.harvest.lib.netguard import http_timeout, new_session
+        response = new_session().get(url, timeout=http_timeout())
 
     :param adapter_args: passed to :class:`GuardedAdapter` (``max_retries`` ...)
     """
