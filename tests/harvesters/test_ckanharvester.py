@@ -1081,32 +1081,48 @@ def test_refused_connection_is_a_gather_error(harvester: CKANHarvester) -> None:
     _assert_nothing_imported(job)
 
 
-def test_remote_that_never_answers_times_out(
-    harvester: CKANHarvester, local_server: _Server, monkeypatch: pytest.MonkeyPatch,
-    ckan_config: dict[str, Any],
-) -> None:
-    monkeypatch.setitem(ckan_config, "ckan.harvest.http_read_timeout", 1)
-    local_server.behaviour = lambda handler: time.sleep(2.5)
-    url = "http://127.0.0.1:%d" % local_server.server_address[1]
+def _gather_error_against(harvester: CKANHarvester, server: _Server,
+                          behaviour: Callable[[http.server.BaseHTTPRequestHandler], None]
+                          ) -> str:
+    """Harvest a remote answering with ``behaviour``: the job's only gather error
+    (nothing imported), within seconds."""
+    server.behaviour = behaviour
+    url = "http://127.0.0.1:%d" % server.server_address[1]
 
     started = time.monotonic()
     results, job = _harvest_job(_source(url=url), harvester)
 
     assert time.monotonic() - started < 10
+    _assert_nothing_imported(job)
     (message,) = _gather_errors(job)
+    return message
+
+
+def _answer_headers(handler: http.server.BaseHTTPRequestHandler, length: int) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(length))
+    handler.end_headers()
+
+
+def test_remote_that_never_answers_times_out(
+    harvester: CKANHarvester, local_server: _Server, monkeypatch: pytest.MonkeyPatch,
+    ckan_config: dict[str, Any],
+) -> None:
+    monkeypatch.setitem(ckan_config, "ckan.harvest.http_read_timeout", 1)
+
+    message = _gather_error_against(harvester, local_server,
+                                    lambda handler: time.sleep(2.5))
+
     assert "Error: Request error: " in message
     assert "Read timed out" in message
     assert local_server.requests_seen == 2  # a read timeout is retried once
-    _assert_nothing_imported(job)
 
 
 def _dripping_answer(handler: http.server.BaseHTTPRequestHandler) -> None:
     """A valid search answer, one byte every 0.2 s: never a read timeout."""
     body = json.dumps(_search_result([_dataset(1)])).encode()
-    handler.send_response(200)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
+    _answer_headers(handler, len(body))
     try:
         for index in range(len(body)):
             handler.wfile.write(body[index:index + 1])
@@ -1121,24 +1137,15 @@ def test_answer_dripping_in_beyond_the_time_limit_is_refused(
     ckan_config: dict[str, Any],
 ) -> None:
     monkeypatch.setitem(ckan_config, "ckan.harvest.max_response_seconds", 1)
-    local_server.behaviour = _dripping_answer
-    url = "http://127.0.0.1:%d" % local_server.server_address[1]
 
-    started = time.monotonic()
-    results, job = _harvest_job(_source(url=url), harvester)
+    message = _gather_error_against(harvester, local_server, _dripping_answer)
 
-    assert time.monotonic() - started < 10
-    (message,) = _gather_errors(job)
     assert ("Answer too large or too slow: not received within 1 seconds "
             "(ckan.harvest.max_response_seconds)") in message
-    _assert_nothing_imported(job)
 
 
 def _announcing_a_huge_answer(handler: http.server.BaseHTTPRequestHandler) -> None:
-    handler.send_response(200)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(10 ** 12))
-    handler.end_headers()
+    _answer_headers(handler, 10 ** 12)
     handler.wfile.write(b'{"success": true, ')
     handler.wfile.flush()
 
@@ -1146,22 +1153,14 @@ def _announcing_a_huge_answer(handler: http.server.BaseHTTPRequestHandler) -> No
 def test_announced_length_over_the_size_limit_is_refused_before_reading(
     harvester: CKANHarvester, local_server: _Server
 ) -> None:
-    local_server.behaviour = _announcing_a_huge_answer
-    url = "http://127.0.0.1:%d" % local_server.server_address[1]
+    message = _gather_error_against(harvester, local_server, _announcing_a_huge_answer)
 
-    results, job = _harvest_job(_source(url=url), harvester)
-
-    (message,) = _gather_errors(job)
-    assert ("more than 104857600 bytes (ckan.harvest.max_response_size)" in message)
-    _assert_nothing_imported(job)
+    assert "more than 104857600 bytes (ckan.harvest.max_response_size)" in message
 
 
 def _truncated_answer(handler: http.server.BaseHTTPRequestHandler) -> None:
     body = json.dumps(_search_result([_dataset(1), _dataset(2)])).encode()
-    handler.send_response(200)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
+    _answer_headers(handler, len(body))
     handler.wfile.write(body[: len(body) // 2])
     handler.wfile.flush()
     handler.close_connection = True
@@ -1170,15 +1169,10 @@ def _truncated_answer(handler: http.server.BaseHTTPRequestHandler) -> None:
 def test_truncated_answer_is_a_gather_error(
     harvester: CKANHarvester, local_server: _Server
 ) -> None:
-    local_server.behaviour = _truncated_answer
-    url = "http://127.0.0.1:%d" % local_server.server_address[1]
+    message = _gather_error_against(harvester, local_server, _truncated_answer)
 
-    results, job = _harvest_job(_source(url=url), harvester)
-
-    (message,) = _gather_errors(job)
     assert "Error: Request error: " in message
     assert "IncompleteRead" in message
-    _assert_nothing_imported(job)
 
 
 # --- the patchable requests.get path ---------------------------------------------------
