@@ -242,16 +242,25 @@ def client(web_site: WebSite) -> Callable[[str], Any]:
 
 
 @pytest.fixture
-def fresh_source(world: World) -> Callable[..., dict[str, Any]]:
-    """``fresh_source(**fields)``: a new source of the organisation (for tests that change it)."""
+def fresh_source(world: World) -> Iterator[Callable[..., dict[str, Any]]]:
+    """``fresh_source(**fields)``: a new source of the organisation (for tests that
+    change it). Deleted after the test, so that the world's sources stay on the
+    first page of the source search."""
+    made: list[str] = []
 
     def make(**fields: Any) -> dict[str, Any]:
         fields.setdefault("owner_org", world.org_id)
         source = harvest_factories.HarvestSource(**fields)
+        made.append(source["id"])
         model.Session.remove()
         return _show(source["id"])
 
-    return make
+    yield make
+    model.Session.remove()
+    for source_id in made:
+        if model.Package.get(source_id).state != "deleted":
+            toolkit.get_action("harvest_source_delete")(
+                {"ignore_auth": True, "user": ""}, {"id": source_id})
 
 
 @pytest.fixture
