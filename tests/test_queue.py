@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import time
 import uuid
 from typing import Any, Callable
 
@@ -464,6 +465,51 @@ def test_an_object_that_ends_complete_despite_a_lost_connection_is_kept(
     obj = fresh(HarvestObject, obj.id)
     assert (obj.state, obj.report_status, obj.retry_times) == (
         ObjectState.COMPLETE.value, ReportStatus.ADDED.value, 1)
+    assert nothing_in_flight()
+
+
+def _terminate_behind_the_session() -> None:
+    """Terminate the session's connection from another one: the session learns it
+    only at its next statement (here: the stage driver's own commit)."""
+    pid = model.Session.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+    with model.meta.engine.connect() as other:
+        other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        for _ in range(100):
+            if not other.execute(sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                    {"pid": pid}).scalar():
+                return
+            time.sleep(0.05)
+    raise AssertionError("the connection survived pg_terminate_backend")
+
+
+def test_connection_lost_at_the_drivers_own_commit_is_retried(harvester, monkeypatch,
+                                                                caplog):
+    """Found by the faults suite: the commit after the fetch stage failed, then
+    reading the expired object raised PendingRollbackError, which dropped the
+    message and left the object in FETCH (the job could never finish)."""
+    original = harvester.fetch_stage
+    calls: list[str] = []
+
+    def fetch_stage(obj: Any) -> Any:
+        calls.append(obj.id)
+        if len(calls) == 1:
+            _terminate_behind_the_session()
+        return original(obj)
+
+    monkeypatch.setattr(harvester, "fetch_stage", fetch_stage)
+    monkeypatch.setattr(queue, "RETRY_DELAY_SECONDS", 0)
+    obj = object_for(guid="driver-commit")
+    send("fetch", harvest_object_id=obj.id)
+
+    assert queue.run_fetch_consumer(stop_after=2, idle_timeout=10) == 2
+
+    obj = fresh(HarvestObject, obj.id)
+    assert calls == [obj.id, obj.id]
+    assert (obj.state, obj.report_status, obj.retry_times) == (
+        ObjectState.COMPLETE.value, ReportStatus.ADDED.value, 2)
+    assert obj.errors == []
+    assert not any("message dropped" in message for message in caplog.messages)
     assert nothing_in_flight()
 
 

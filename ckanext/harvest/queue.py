@@ -32,7 +32,12 @@ import redis as redis_py
 import sqlalchemy as sa
 from ckan import model
 from ckan.plugins import toolkit
-from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    PendingRollbackError,
+)
 
 from ckanext.harvest import mq
 from ckanext.harvest.lib import harvesters
@@ -755,7 +760,9 @@ def _handle_gather(body: Any, delivery: _Delivery) -> Optional[bool]:
     with _watching_connections() as connection_lost:
         try:
             result = _gather_job(job)
-        except (OperationalError, InterfaceError):
+        except Exception:
+            # Once the connection broke, whatever follows (PendingRollbackError,
+            # errors of the harvester) is its consequence: the attempt is undone.
             if not connection_lost():
                 raise
     if connection_lost():
@@ -805,10 +812,11 @@ def _record_object_failure(obj: HarvestObject, exc: Exception) -> None:
 
 
 def _run_object_stages(harvester: Any, obj: HarvestObject) -> None:
+    object_id = obj.id  # reading it after a failed commit would query again
     try:
         fetch_and_import_stages(harvester, obj)
     except Exception as exc:
-        log.exception("Harvest object %s: stage raised", obj.id)
+        log.exception("Harvest object %s: stage raised", object_id)
         _record_object_failure(obj, exc)
 
 
@@ -861,7 +869,8 @@ def _fetch_object(obj: HarvestObject, delivery: _Delivery) -> Optional[bool]:
         try:
             for harvester in _harvesters_named(source_type) if source_type else []:
                 _run_object_stages(harvester, obj)
-        except (OperationalError, InterfaceError):
+        except Exception:
+            # As in _handle_gather: a consequence of the lost connection.
             if not connection_lost():
                 raise
     if connection_lost() and _forget_fetch_attempt(object_id, started):
@@ -933,7 +942,7 @@ def _handle(queue: QueueBackend, message: Message, handler: _Handler) -> None:
         handler(message.body, delivery)
     except mq.BrokerError:
         raise
-    except (OperationalError, InterfaceError):
+    except (OperationalError, InterfaceError, PendingRollbackError):
         log.exception("Database unavailable while handling %.200r; it will be "
                       "retried", message.body)
         model.Session.remove()
