@@ -513,6 +513,36 @@ def test_connection_lost_at_the_drivers_own_commit_is_retried(harvester, monkeyp
     assert nothing_in_flight()
 
 
+def test_consumer_survives_when_its_session_connection_is_dead_too(harvester,
+                                                                   monkeypatch):
+    """Found by the faults suite: every connection of the consumer terminated at
+    once; the lock's failed, and removing the session (its rollback on a dead
+    connection) raised in turn, which ended the consumer process."""
+    original = queue._exclusive
+    calls: list[str] = []
+
+    def exclusive(object_id: str) -> Any:
+        calls.append(object_id)
+        if len(calls) == 1:
+            _terminate_behind_the_session()  # the session holds a transaction
+            raise OperationalError("SELECT pg_try_advisory_lock", {},
+                                   Exception("server closed the connection"))
+        return original(object_id)
+
+    monkeypatch.setattr(queue, "_exclusive", exclusive)
+    monkeypatch.setattr(queue, "RETRY_DELAY_SECONDS", 0)
+    obj = object_for(guid="all-connections-lost")
+    send("fetch", harvest_object_id=obj.id)
+
+    assert queue.run_fetch_consumer(stop_after=2, idle_timeout=10) == 2
+
+    obj = fresh(HarvestObject, obj.id)
+    assert calls == [obj.id, obj.id]
+    assert (obj.state, obj.report_status) == (
+        ObjectState.COMPLETE.value, ReportStatus.ADDED.value)
+    assert nothing_in_flight()
+
+
 # -- one consumer at a time per object ---------------------------------------------
 
 

@@ -37,6 +37,7 @@ from sqlalchemy.exc import (
     InterfaceError,
     OperationalError,
     PendingRollbackError,
+    SQLAlchemyError,
 )
 
 from ckanext.harvest import mq
@@ -540,6 +541,22 @@ def _count_lost_connection(context: Any) -> None:
         _lost_connections[0] += 1
 
 
+def _discard_session() -> None:
+    """``model.Session.remove()``, also when the session's connection is dead.
+
+    Removing a session rolls its transaction back: on a connection the server
+    terminated, that raises (and, uncaught, would end the consumer). The
+    connection is then invalidated instead, and the session goes all the same.
+    """
+    try:
+        model.Session.remove()
+    except SQLAlchemyError:
+        try:
+            model.Session().invalidate()
+        finally:
+            model.Session.remove()
+
+
 @contextmanager
 def _watching_connections() -> Iterator[Callable[[], bool]]:
     """Yield a function telling whether a database connection broke since entry."""
@@ -553,7 +570,7 @@ def _forget_gather_attempt(job_id: str, started: datetime.datetime) -> None:
     """Undo a gather that lost its database connection, so that it runs again:
     the job's objects and the gather errors of the attempt go, and the job is
     not gathered any more."""
-    model.Session.remove()
+    _discard_session()
     job = HarvestJob.get(job_id)
     if job is None:
         return
@@ -575,7 +592,7 @@ def _forget_fetch_attempt(object_id: str, started: datetime.datetime) -> bool:
 
     :returns: False when there was nothing to undo (the object ended ``COMPLETE``)
     """
-    model.Session.remove()
+    _discard_session()
     obj = HarvestObject.get(object_id)
     if obj is None or obj.state == ObjectState.COMPLETE.value:
         return False
@@ -734,7 +751,7 @@ def _load_target(
         found = cls.get(target_id)
     except DatabaseError:
         log.exception("Could not load harvest %s %s", what, target_id)
-        model.Session.remove()
+        _discard_session()
         delivery.reject()
         return None, None
     if found is None:
@@ -769,7 +786,7 @@ def _handle_gather(body: Any, delivery: _Delivery) -> Optional[bool]:
         _forget_gather_attempt(job_id, started)
         delivery.reject()
         return None
-    model.Session.remove()
+    _discard_session()
     delivery.ack()
     return result
 
@@ -876,7 +893,7 @@ def _fetch_object(obj: HarvestObject, delivery: _Delivery) -> Optional[bool]:
     if connection_lost() and _forget_fetch_attempt(object_id, started):
         delivery.reject()
         return None
-    model.Session.remove()
+    _discard_session()
     delivery.ack()
     return None
 
@@ -896,7 +913,7 @@ def _handle_fetch(body: Any, delivery: _Delivery) -> Optional[bool]:
         if not locked:
             log.info("Harvest object %s is being processed by another consumer; "
                      "message given back", object_id)
-            model.Session.remove()
+            _discard_session()
             delivery.reject()
             return None
         model.Session.refresh(obj)  # it may have been finished before we locked it
@@ -945,12 +962,12 @@ def _handle(queue: QueueBackend, message: Message, handler: _Handler) -> None:
     except (OperationalError, InterfaceError, PendingRollbackError):
         log.exception("Database unavailable while handling %.200r; it will be "
                       "retried", message.body)
-        model.Session.remove()
+        _discard_session()
         delivery.reject()
     except Exception:
         log.exception("Unexpected error while handling %.200r; message dropped",
                       message.body)
-        model.Session.remove()
+        _discard_session()
         delivery.ack()
 
 
