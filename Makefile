@@ -88,7 +88,7 @@ I18N := ckanext/harvest/i18n
 i18n: venv
 	$(BIN)/pybabel -q extract -F babel.cfg --project ckanext-harvest \
 		--copyright-holder "ckanext-harvest contributors" -o $(I18N)/ckanext-harvest.pot .
-	$(BIN)/pybabel -q update -D ckanext-harvest -d $(I18N) -i $(I18N)/ckanext-harvest.pot
+	$(BIN)/pybabel -q update --ignore-obsolete -D ckanext-harvest -d $(I18N) -i $(I18N)/ckanext-harvest.pot
 	$(BIN)/pybabel compile -D ckanext-harvest -d $(I18N)
 
 demo: services solr venv

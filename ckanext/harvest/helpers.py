@@ -156,10 +156,9 @@ def harvesters_info() -> list[dict[str, Any]]:
 
 def harvester_types() -> list[dict[str, str]]:
     """Options of the harvester type: ``[{'text': title, 'value': name}]``."""
-    return [
-        {"text": toolkit._(info["title"]), "value": info["name"]}
-        for info in harvesters_info()
-    ]
+    # The titles come from the harvesters (their catalogues translate them).
+    titles = [(info["title"], info["name"]) for info in harvesters_info()]
+    return [{"text": toolkit._(title), "value": name} for title, name in titles]
 
 
 def harvest_frequencies() -> list[dict[str, str]]:

@@ -30,7 +30,7 @@ from typing import Optional
 import pika
 import redis
 
-from tests.support.site import free_port
+from tests.support.site import _tail, free_port
 
 #: How long a broker may take to accept connections after a start.
 START_TIMEOUT = 90.0
@@ -73,11 +73,37 @@ class Broker:
     def site_options(self) -> dict[str, str]:
         raise NotImplementedError
 
-    def start(self) -> Broker:
+    def _command(self) -> list[str]:
+        """The server's command line."""
         raise NotImplementedError
 
-    def stop(self) -> None:
+    def _shutdown(self) -> None:
+        """Ask the running server to exit."""
         raise NotImplementedError
+
+    def _environment(self) -> Optional[dict[str, str]]:
+        return None
+
+    def start(self) -> Broker:
+        assert self.process is None or self.process.poll() is not None
+        self.starts += 1
+        log = self.directory / f"{self.backend}-{self.starts}.log"
+        with open(log, "wb") as output:
+            self.process = subprocess.Popen(
+                self._command(), stdin=subprocess.DEVNULL, stdout=output,
+                stderr=subprocess.STDOUT, env=self._environment(), cwd=self.directory,
+                start_new_session=True)
+        self._wait_until_up(log)
+        return self
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self._shutdown()
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _terminate(self.process)
 
     def ping(self) -> bool:
         raise NotImplementedError
@@ -110,13 +136,6 @@ class Broker:
                            + _tail(log))
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "<no log>"
-
-
 class PrivateRedis(Broker):
     """``redis-server`` on a free port, no persistence, restartable."""
 
@@ -139,32 +158,17 @@ class PrivateRedis(Broker):
         except redis.RedisError:
             return False
 
-    def start(self) -> PrivateRedis:
-        assert self.process is None or self.process.poll() is not None
-        self.starts += 1
-        log = self.directory / f"redis-{self.starts}.log"
-        with open(log, "wb") as output:
-            self.process = subprocess.Popen(
-                [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
-                 "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", str(self.directory), "--daemonize", "no"],
-                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                start_new_session=True)
-        self._wait_until_up(log)
-        return self
+    def _command(self) -> list[str]:
+        return [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
+                "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", str(self.directory), "--daemonize", "no"]
 
-    def stop(self) -> None:
+    def _shutdown(self) -> None:
         """``SHUTDOWN NOSAVE``: whatever the queues held is gone."""
-        if self.process is None or self.process.poll() is not None:
-            return
         try:
             self.client().shutdown(nosave=True)
         except redis.RedisError:
             pass  # the connection drops as the server exits
-        try:
-            self.process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            _terminate(self.process)
 
 
 class PrivateRabbit(Broker):
@@ -212,27 +216,15 @@ class PrivateRabbit(Broker):
                               capture_output=True, text=True, env=self.env,
                               timeout=STOP_TIMEOUT, stdin=subprocess.DEVNULL)
 
-    def start(self) -> PrivateRabbit:
-        assert self.process is None or self.process.poll() is not None
-        self.starts += 1
-        log = self.directory / f"rabbitmq-{self.starts}.log"
-        with open(log, "wb") as output:
-            self.process = subprocess.Popen(
-                [str(RABBITMQ_SERVER)], stdin=subprocess.DEVNULL, stdout=output,
-                stderr=subprocess.STDOUT, env=self.env, cwd=self.directory,
-                start_new_session=True)
-        self._wait_until_up(log)
-        return self
+    def _command(self) -> list[str]:
+        return [str(RABBITMQ_SERVER)]
 
-    def stop(self) -> None:
+    def _environment(self) -> Optional[dict[str, str]]:
+        return self.env
+
+    def _shutdown(self) -> None:
         """A clean shutdown of the node (durable queues are kept on disk)."""
-        if self.process is None or self.process.poll() is not None:
-            return
         self.ctl("shutdown")
-        try:
-            self.process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            _terminate(self.process)
 
 
 def make_broker(backend: str, directory: Path) -> Broker:
