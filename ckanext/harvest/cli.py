@@ -157,9 +157,14 @@ def _echo(text: str) -> None:
 # -- the groups ----------------------------------------------------------------------
 
 
-@click.group(short_help="Harvests remotely mastered metadata.")
+@click.group(short_help="Harvest datasets from remote catalogues.")
 def harvester() -> None:
-    """Harvests remotely mastered metadata."""
+    """Harvest datasets from remote catalogues into this CKAN site.
+
+    Set up sources, start and stop their jobs, run the queue consumers and
+    the scheduler, and look after the harvest data. Commands act as the site
+    user; wherever a source is expected, its id or its name may be given.
+    """
 
 
 class _SourceGroup(click.Group):
@@ -171,16 +176,16 @@ class _SourceGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-@harvester.group(cls=_SourceGroup, short_help="Manage harvest sources")
+@harvester.group(cls=_SourceGroup, short_help="Create, show, remove or clear sources.")
 def source() -> None:
-    """Manage harvest sources.
+    """Create, show, remove or clear a harvest source.
 
     The older spelling ``source NAME URL TYPE [...]`` creates a source, like
     ``source create``.
     """
 
 
-@source.command(short_help="Create new harvest source.")
+@source.command(short_help="Add a harvest source and print it.")
 @click.argument("name")
 @click.argument("url")
 @click.argument("type")
@@ -192,7 +197,7 @@ def source() -> None:
 @_command(with_context=False)
 def create(name: str, url: str, type: str, title: Optional[str], active: bool,
            owner_org: Optional[str], frequency: str, config: Optional[str]) -> None:
-    """Create new harvest source.
+    """Add a harvest source, then print it and the number of sources.
 
     TYPE is a harvester name (e.g. ``ckan``), FREQUENCY one of MANUAL (default),
     MONTHLY, WEEKLY, BIWEEKLY, DAILY, ALWAYS; an empty FREQUENCY ("") also starts
@@ -204,34 +209,38 @@ def create(name: str, url: str, type: str, title: Optional[str], active: bool,
     ))
 
 
-@source.command(short_help="Shows a harvest source.")
+@source.command(short_help="Print the details of one source.")
 @click.argument("source_id_or_name", metavar=_SOURCE_ARG)
 @_command()
 def show(source_id_or_name: str) -> None:
-    """Shows a harvest source."""
+    """Print the details of one source: id, name, URL, type, state, frequency
+    and number of jobs."""
     _echo(utils.show_harvest_source(source_id_or_name))
 
 
-@source.command(short_help="Remove (deactivate) a harvest source.")
+@source.command(short_help="Deactivate a source, keeping what it harvested.")
 @click.argument("source_id_or_name", metavar=_SOURCE_ARG)
 @_command()
 def remove(source_id_or_name: str) -> None:
-    """Remove (deactivate) a harvester source, whilst leaving any related datasets,
-    jobs and objects.
+    """Deactivate a source without touching what it harvested.
 
-    The source dataset is deleted (it can be restored from the trash) and its
-    pending jobs are aborted.
+    The source dataset is marked deleted (a sysadmin can make it active
+    again) and its New jobs are aborted. The datasets it harvested, its job history and its
+    harvest objects stay in place.
     """
     utils.remove_harvest_source(source_id_or_name)
     click.secho("Removed harvest source: {}".format(source_id_or_name), fg="green")
 
 
-@source.command(short_help="Clear the datasets, jobs and objects of a source.")
+@source.command(short_help="Delete what a source harvested; keep the source.")
 @click.argument("source_id_or_name", metavar=_SOURCE_ARG)
 @_command()
 def clear(source_id_or_name: str) -> None:
-    """Clears all datasets, jobs and objects related to a harvest source, but keeps
-    the source itself.
+    """Delete everything a source harvested, but not the source.
+
+    The datasets it created are deleted for good (not moved to the trash),
+    along with its jobs, harvest objects and their errors. The source itself
+    stays, ready to harvest again.
     """
     utils.clear_harvest_source(source_id_or_name, progress=_progress())
     click.secho("Cleared harvest source: {}".format(source_id_or_name), fg="green")
@@ -244,12 +253,13 @@ def clear(source_id_or_name: str) -> None:
                    "(any non-empty VALUE, e.g. -k yes).")
 @_command()
 def clear_history(source_id_or_name: Optional[str], keep_current: Any) -> None:
-    """If no source id is given the history for all harvest sources (maximum is
-    1000) will be cleared.
+    """Delete the job history of one source, or of every source.
 
-    Clears all jobs and objects related to a harvest source (or to every
-    source), but keeps the sources and their datasets. Without a source, the
-    gather and fetch queues are purged first unless --keep-current is given.
+    Jobs, harvest objects and their errors are deleted; the sources and the
+    datasets they harvested stay. Without SOURCE_ID_OR_NAME, every active
+    source is cleared (private ones too) and, unless --keep-current is
+    given, the gather and fetch queues are purged first, since their
+    messages would point at deleted jobs.
     """
     message = utils.clear_harvest_source_history(source_id_or_name, bool(keep_current))
     click.secho(message, fg="green")
@@ -258,40 +268,48 @@ def clear_history(source_id_or_name: Optional[str], keep_current: Any) -> None:
 # -- sources and jobs ----------------------------------------------------------------
 
 
-@harvester.command(short_help="Lists harvest sources.")
+@harvester.command(short_help="Print the active sources (or all of them).")
 @click.argument("all_sources", metavar="[ALL]", required=False)
 @_command()
 def sources(all_sources: Optional[str]) -> None:
-    """Lists harvest sources.
+    """Print the active sources, newest first, then how many there are.
 
-    If 'all' is defined, it also shows the Inactive sources
+    Give any ALL argument (``all`` for instance) to list the inactive
+    sources as well. At most ckan.harvest.harvest_source_limit sources are
+    printed.
     """
     _echo(utils.list_sources(bool(all_sources)))
 
 
-@harvester.command(short_help="Create new harvest job and runs it.")
+@harvester.command(short_help="Start a harvest of one source now.")
 @click.argument("source_id_or_name", metavar=_SOURCE_ARG)
 @_command()
 def job(source_id_or_name: str) -> None:
-    """Create new harvest job and runs it (puts it on the gather queue)."""
+    """Start a harvest of one source now.
+
+    A job is created and sent to the gather queue, which makes it Running;
+    the job is printed, then the number of jobs still waiting (New). Fails
+    when the source is inactive or already has a New or Running job.
+    """
     _echo(utils.create_job(source_id_or_name))
 
 
-@harvester.command(short_help="Lists harvest jobs.")
+@harvester.command(short_help="Print every job, newest first.")
 @_command()
 def jobs() -> None:
-    """Lists harvest jobs."""
+    """Print the jobs of every source, newest first, then how many there are."""
     _echo(utils.list_jobs())
 
 
-@harvester.command(name="job-abort", short_help="Marks a job as \"Aborted\".")
+@harvester.command(name="job-abort", short_help="Stop a job, freeing its source.")
 @click.argument("source_or_job_id", metavar="SOURCE_OR_JOB_ID")
 @_command()
 def job_abort(source_or_job_id: str) -> None:
-    """Marks a job as "Aborted" so that the source can be restarted afresh.
+    """Stop a job, which frees its source for a new harvest.
 
-    Takes a job id, or a source id or name (its latest job). The job's status
-    becomes Finished; its unfinished objects become errors.
+    Takes a job id, or a source id or name (meaning that source's latest
+    job). The job's status becomes Finished and its unfinished objects are
+    marked as errors.
     """
     try:
         status = utils.abort_job(source_or_job_id)
@@ -300,26 +318,24 @@ def job_abort(source_or_job_id: str) -> None:
     click.echo(status)
 
 
-@harvester.command(name="abort-failed-jobs", short_help="Abort jobs stuck in running.")
+@harvester.command(name="abort-failed-jobs", short_help="Stop jobs running for too long.")
 @click.argument("life_span", metavar="[LIFE_SPAN]", type=click.INT, required=False)
 @click.option("-i", "--include", default=None,
-              help="If source_id provided as included, then only it's failed jobs will "
-                   "be aborted. You can use comma as a separator to provide multiple "
-                   "source_id's")
+              help="Look only at the jobs of these sources (source ids, "
+                   "separated by commas).")
 @click.option("-e", "--exclude", default=None,
-              help="If source_id provided as excluded, all sources failed jobs, except "
-                   "for that will be aborted. You can use comma as a separator to "
-                   "provide multiple source_id's")
+              help="Leave the jobs of these sources alone (source ids, separated "
+                   "by commas); ignored when --include is given.")
 @_command()
 def abort_failed_jobs(life_span: Optional[int], include: Optional[str],
                       exclude: Optional[str]) -> None:
-    """Abort all jobs which are in a "limbo state" where the job has run with errors
-    but the harvester run command will not mark it as finished, and therefore you
-    cannot run another job.
+    """Stop the Running jobs that are older than their source allows.
 
-    A running job is aborted when it is older than its source's frequency
-    (DAILY 1 day, WEEKLY 7, BIWEEKLY 14, MONTHLY 30); LIFE_SPAN (days, default 7)
-    applies to MANUAL and ALWAYS sources.
+    Such a job blocks its source: no new job can start while it runs. The
+    allowed age, in days, follows the source's frequency: DAILY 1, WEEKLY 7,
+    BIWEEKLY 14, MONTHLY 30, and LIFE_SPAN (7 when omitted) for MANUAL and
+    ALWAYS sources. Each job found is stopped as by job-abort; the number of
+    stopped jobs is printed.
     """
     click.echo(utils.abort_failed_jobs(
         life_span if life_span is not None else False, include, exclude
@@ -327,36 +343,43 @@ def abort_failed_jobs(life_span: Optional[int], include: Optional[str],
     click.echo()
 
 
-@harvester.command(name="job-all", short_help="Create new harvest jobs for all active sources.")
+@harvester.command(name="job-all", short_help="Start a harvest of every active source.")
 @_command()
 def job_all() -> None:
-    """Create new harvest jobs for all active sources."""
+    """Start a harvest of every active source that has no New or Running job.
+
+    Each job is created and sent to the gather queue; the number of jobs
+    created is printed.
+    """
     click.echo(utils.job_all())
 
 
-@harvester.command(short_help="Starts any harvest jobs that have been created.")
+@harvester.command(short_help="The scheduler: start due jobs, close done ones.")
 @_command()
 def run() -> None:
-    """Starts any harvest jobs that have been created by putting them onto the
-    gather queue.
+    """The scheduler: start the jobs that are due and close the finished ones.
 
-    Also creates the jobs of scheduled sources that are due, and marks finished
-    the running jobs whose objects are all done. Run it from cron, e.g. every
-    15 minutes.
+    Creates and queues a job for every scheduled source whose next run is
+    due, marks Finished the Running jobs whose objects are all done (or that
+    timed out, see ckan.harvest.timeout) and sends the configured status
+    e-mails; with Redis it also re-queues work lost by stopped consumers. Prints
+    nothing. Run it from cron or a systemd timer, e.g. every 15 minutes.
     """
     utils.run_harvester()
 
 
-@harvester.command(name="run-test", short_help="Runs a harvest - for testing only.")
+@harvester.command(name="run-test", short_help="Harvest one source in this process.")
 @click.argument("source_id_or_name", metavar=_SOURCE_ARG)
 @click.argument("force_import", metavar="[GUID]", required=False)
 @_command()
 def run_test(source_id_or_name: str, force_import: Optional[str]) -> None:
-    """Runs a harvest - for testing only.
+    """Harvest one source in this process, to develop or debug a harvester.
 
-    Gathers, fetches and imports a job of the source in this process (the job is
-    also put on the gather queue). With GUID, only the objects whose guid is
-    contained in GUID are imported.
+    Gathers, fetches and imports a job of the source here, without the
+    consumers (the job is also put on the gather queue). With GUID, only the
+    objects whose guid is contained in GUID are imported. A pending New job
+    is reused; if the source has a Running job, you are asked whether to
+    abort it. Needs the test requirements (factory-boy).
     """
     def confirm(pending: utils.JobToAbort) -> bool:
         click.echo(pending.describe())
@@ -369,29 +392,32 @@ def run_test(source_id_or_name: str, force_import: Optional[str]) -> None:
         raise click.exceptions.Exit(1)
 
 
-@harvester.command(name="import", short_help="Perform the import stage again.")
+@harvester.command(name="import", short_help="Import fetched objects again.")
 @click.argument("source_id_or_name", metavar="[SOURCE_ID_OR_NAME]", required=False)
 @click.option("-j", "--no-join-datasets", is_flag=True, default=False,
-              help="Do not join harvest objects to existing datasets")
+              help="Also import objects whose dataset is missing or deleted "
+                   "(by default only objects of active datasets are imported).")
 @click.option("-o", "--harvest-object-id",
-              help="Id of the harvest object to which perform the import stage")
+              help="Import only the harvest object with this id.")
 @click.option("-p", "--package-id",
-              help="Id of the package whose harvest object to perform the import stage for")
+              help="Import only the current objects of this dataset (id or name).")
 @click.option("-g", "--guid",
-              help="Guid of the harvest object to which perform the import stage for")
+              help="Import only the current objects with this guid.")
 @click.option("--segments",
-              help="A string containing hex digits that represent which of the 16 "
-                   "harvest object segments to import. e.g. 15af will run segments "
-                   "1,5,a,f")
+              help="Import only part of the objects: each object falls in one of "
+                   "16 segments, the first hex digit of the MD5 of its id; give "
+                   "the digits of the segments wanted (e.g. 05af) to share a big "
+                   "import between processes.")
 @_command()
 def import_stage(source_id_or_name: Optional[str], no_join_datasets: bool,
                  harvest_object_id: Optional[str], package_id: Optional[str],
                  guid: Optional[str], segments: Optional[str]) -> None:
-    """Perform the import stage with the last fetched objects, for a certain source
-    or a single harvest object.
+    """Run the import stage again on objects already fetched, without fetching.
 
-    Without arguments, every current object is imported again. The harvester
-    of each object's source runs its import stage with force_import set.
+    Picks the current objects of SOURCE_ID_OR_NAME, or the objects chosen
+    with an option; with neither, every current object. The harvester of
+    each object's source imports it with force_import set. Prints how many
+    objects were imported.
     """
     try:
         result = utils.import_stage(
@@ -407,28 +433,39 @@ def import_stage(source_id_or_name: Optional[str], no_join_datasets: bool,
 # -- queues and maintenance ----------------------------------------------------------
 
 
-@harvester.command(name="purge-queues", short_help="Removes all jobs from fetch and gather queue.")
+@harvester.command(name="purge-queues", short_help="Empty the gather and fetch queues.")
 @_command(with_context=False)
 def purge_queues() -> None:
-    """Removes all jobs from fetch and gather queue."""
+    """Empty this site's gather and fetch queues.
+
+    Every pending message is dropped; jobs and objects in the database are
+    not changed, and the queues of other sites on the same broker are left
+    alone.
+    """
     utils.purge_queues()
 
 
 @harvester.command(name="gather-consumer",
-                   short_help="Starts the consumer for the gathering queue.")
+                   short_help="Run the gather consumer (jobs to objects).")
 @_command(with_context=False)
 def gather_consumer() -> None:
-    """Starts the consumer for the gathering queue.
+    """Run the gather consumer: turn queued jobs into harvest objects.
+
+    For each job taken from the gather queue, the source's harvester lists
+    the remote records as harvest objects, which go to the fetch queue.
 
     Runs until stopped (SIGTERM or Ctrl-C); run it under supervisor or systemd.
     """
     _until_stopped(utils.gather_consumer)
 
 
-@harvester.command(name="fetch-consumer", short_help="Starts the consumer for the fetching queue.")
+@harvester.command(name="fetch-consumer", short_help="Run the fetch consumer (fetch and import).")
 @_command(with_context=False)
 def fetch_consumer() -> None:
-    """Starts the consumer for the fetching queue.
+    """Run the fetch consumer: fetch and import queued harvest objects.
+
+    Each object taken from the fetch queue is fetched by its source's
+    harvester, then imported: its dataset is created, updated or deleted.
 
     Runs until stopped (SIGTERM or Ctrl-C); run it under supervisor or systemd.
     """
@@ -436,20 +473,25 @@ def fetch_consumer() -> None:
 
 
 @harvester.command(name="clean-harvest-log",
-                   short_help="Clean-up mechanism for the harvest log table.")
+                   short_help="Delete old records of the harvest log.")
 @_command()
 def clean_harvest_log() -> None:
-    """Clean-up mechanism for the harvest log table.
+    """Delete old records of the harvest database log.
 
-    Deletes the records older than ckan.harvest.log_timeframe days (30 by default).
+    Records older than ckan.harvest.log_timeframe days (30 by default) are
+    deleted. Prints nothing; run it daily.
     """
     utils.clean_harvest_log()
 
 
-@harvester.command(short_help="Reindexes the harvest source datasets.")
+@harvester.command(short_help="Rebuild the search index of the sources.")
 @_command()
 def reindex() -> None:
-    """Reindexes the harvest source datasets."""
+    """Rebuild the search index entries of every active source dataset.
+
+    The datasets the sources harvested are not reindexed: use
+    ``ckan search-index rebuild`` for those.
+    """
     utils.reindex(progress=_progress())
 
 

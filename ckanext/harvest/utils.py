@@ -195,7 +195,7 @@ def show_harvest_source(source_id_or_name: str) -> str:
 
 
 def remove_harvest_source(source_id_or_name: str) -> None:
-    """Delete (deactivate) a source; its datasets, jobs and objects stay.
+    """Deactivate a source (its dataset is marked deleted); what it harvested stays.
 
     :raises SourceNotFound:
     """
@@ -204,7 +204,7 @@ def remove_harvest_source(source_id_or_name: str) -> None:
 
 
 def clear_harvest_source(source_id_or_name: str, progress: Optional[Progress] = None) -> None:
-    """Delete the datasets, jobs and objects of a source (the source stays).
+    """Hard-delete what a source harvested, and its history; the source remains.
 
     :raises SourceNotFound:
     """
@@ -249,7 +249,7 @@ def list_sources(all: bool = False) -> str:
 
 
 def create_job(source_id_or_name: str) -> str:
-    """Create a job for a source and put it on the gather queue.
+    """Start a job for a source now: it is sent to the gather queue.
 
     :returns: the job block and the count of ``New`` jobs
     :raises SourceNotFound:
@@ -399,7 +399,9 @@ def run_test_harvester(
     echo: Callable[[str], None] = print,
     progress: Optional[Progress] = None,
 ) -> bool:
-    """Run a harvest job of a source in this process (for testing harvesters).
+    """Gather, fetch and import a job of a source here, without the consumers.
+
+    Meant for developing and debugging harvesters.
 
     :param force_import: only import the objects whose guid is in this text
         (after its last ``=``)
@@ -483,7 +485,7 @@ def _import_one_by_one(data_dict: dict[str, Any], options: dict[str, Any],
 
 
 def reindex(progress: Optional[Progress] = None) -> None:
-    """Re-index every active harvest source dataset."""
+    """Rebuild the search index entries of the active source datasets."""
     if progress is None:
         toolkit.get_action("harvest_sources_reindex")(
             {"model": model, "user": _admin_user()["name"]}, {}
