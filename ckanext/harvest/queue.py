@@ -31,7 +31,7 @@ import pika
 import redis as redis_py
 import sqlalchemy as sa
 from ckan import model
-from ckan.plugins import toolkit
+from ckan.plugins.toolkit import config
 from sqlalchemy.exc import (
     DatabaseError,
     InterfaceError,
@@ -56,6 +56,8 @@ from ckanext.harvest.mq import amqp as mq_amqp
 from ckanext.harvest.mq import redis as mq_redis
 from ckanext.harvest.mq.base import Message, QueueBackend, QueueSpec
 
+# ``config`` and ``log`` are read at call time through this module: downstream
+# test suites patch them (``...queue.config``, ``...queue.log.error``).
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -97,19 +99,19 @@ _FINAL_STATES = (ObjectState.COMPLETE.value, ObjectState.ERROR.value)
 
 def _backend() -> str:
     try:
-        return mq.backend_name(toolkit.config)
+        return mq.backend_name(config)
     except mq.UnknownBackendError:
         raise mq.UnknownBackendError(
-            "not a valid queue type %s" % toolkit.config.get("ckan.harvest.mq.type", None)
+            "not a valid queue type %s" % config.get("ckan.harvest.mq.type", None)
         ) from None
 
 
 def _gather_spec() -> QueueSpec:
-    return mq.gather_spec(mq.site_id(toolkit.config))
+    return mq.gather_spec(mq.site_id(config))
 
 
 def _fetch_spec() -> QueueSpec:
-    return mq.fetch_spec(mq.site_id(toolkit.config))
+    return mq.fetch_spec(mq.site_id(config))
 
 
 def _known_spec(routing_key: str) -> Optional[QueueSpec]:
@@ -127,7 +129,7 @@ def _spec_for(routing_key: str) -> QueueSpec:
 
 
 def _open(spec: QueueSpec) -> QueueBackend:
-    return mq.open_queue(toolkit.config, spec, logger=log)
+    return mq.open_queue(config, spec, logger=log)
 
 
 def get_gather_queue_name() -> str:
@@ -165,12 +167,12 @@ def get_connection() -> Any:
 
 def get_connection_amqp() -> pika.BlockingConnection:
     """Open a pika ``BlockingConnection`` with the ``ckan.harvest.mq.*`` settings."""
-    return pika.BlockingConnection(mq_amqp.parameters(toolkit.config))
+    return pika.BlockingConnection(mq_amqp.parameters(config))
 
 
 def get_connection_redis() -> redis_py.Redis:
     """Return a redis-py client (``ckan.redis.url`` unless an mq hostname is set)."""
-    return mq_redis.connect(toolkit.config)
+    return mq_redis.connect(config)
 
 
 # -- publishers --------------------------------------------------------------------
@@ -721,7 +723,7 @@ def _limit_objects(job: HarvestJob, ids: list[str]) -> list[str]:
     The dropped objects are deleted and a gather error says so: the job is not
     error-free, so an incremental harvester gathers them again next time.
     """
-    limit = toolkit.config.get("ckan.harvest.max_objects_per_job")
+    limit = config.get("ckan.harvest.max_objects_per_job")
     if not limit or len(ids) <= limit:
         return ids
     kept, dropped = ids[:limit], ids[limit:]

@@ -14,7 +14,7 @@ from ckan.tests import helpers
 from ckanext.harvest.logic import validators
 from ckanext.harvest.model import HarvestJob, HarvestSource
 
-PLUGINS = "harvest test_harvester test_harvester2"
+PLUGINS = "harvest ckan_harvester test_harvester test_harvester2"
 
 pytestmark = [
     pytest.mark.ckan_config("ckan.plugins", PLUGINS),
@@ -60,10 +60,34 @@ def _validate_url(url: str, context: Any = None, **fields: Any) -> Any:
         ("https://token@example.com/", "The URL must not contain a user name"),
     ],
 )
-def test_malformed_urls_are_refused_with_a_clear_message(url, message):
+def test_urls_the_ckan_harvester_cannot_fetch_are_refused_with_a_clear_message(
+    url, message
+):
     with pytest.raises(Invalid) as error:
-        _validate_url(url)
+        _validate_url(url, source_type="ckan")
     assert error.value.error.startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("basic\ttest",
+         "The URL must not contain control characters (such as line breaks or tabs)"),
+        ("x" * 2049, "The URL is too long (at most 2048 characters)"),
+        ("  ", "Missing value"),
+        (["http://example.com/"], "The URL must be a text, not list"),
+    ],
+)
+def test_what_is_no_url_for_any_harvester_is_refused(url, message):
+    with pytest.raises(Invalid) as error:
+        _validate_url(url, source_type="test")
+    assert error.value.error == message
+
+
+@with_db
+@pytest.mark.parametrize("url", ["basic_test", "ftp://example.com/", "http://[::1/"])
+def test_a_harvester_without_url_rules_accepts_labels_and_other_schemes(url):
+    assert _validate_url(url, source_type="test") == url
 
 
 @with_db
@@ -147,7 +171,7 @@ class TestTypeAndFrequency:
             validators.harvest_source_type_exists("csw", {})
 
         assert error.value.error == (
-            "Unknown harvester type: csw. Registered types: ['test', 'test2']"
+            "Unknown harvester type: csw. Registered types: ['ckan', 'test', 'test2']"
         )
 
     @pytest.mark.parametrize("value,expected", [

@@ -7,11 +7,13 @@ the harvested dataset (create or update) while keeping ``harvest_object.current`
 """
 from __future__ import annotations
 
+import datetime
 import enum
 import logging
 import re
 import uuid
 from typing import Any, Optional, Union, cast
+from urllib.parse import urlparse
 
 import sqlalchemy as sa
 from ckan import model
@@ -19,6 +21,7 @@ from ckan import plugins as p
 from ckan.lib.munge import munge_tag, munge_title_to_name
 from ckan.logic.schema import default_create_package_schema
 from ckan.plugins import toolkit
+from ckan.plugins.toolkit import config
 from ckan.types import Context, Schema
 
 from ckanext.harvest.interfaces import IHarvester
@@ -31,8 +34,17 @@ from ckanext.harvest.model import (
     ReportStatus,
 )
 
-__all__ = ["HarvesterBase", "NameAppendType", "munge_tag", "munge_title_to_name"]
+__all__ = [
+    "HarvesterBase",
+    "NameAppendType",
+    "check_http_url",
+    "munge_tag",
+    "munge_title_to_name",
+]
 
+# Module names downstream test suites patch (e.g. ``...harvesters.base.config``):
+# ``config``, ``model``, ``toolkit`` and ``log`` are read at call time, through
+# this module, so that such a patch changes what the helpers do.
 log = logging.getLogger(__name__)
 
 USER_NAME_OPTION = "ckanext.harvest.user_name"
@@ -101,7 +113,7 @@ class HarvesterBase(p.SingletonPlugin):
         """
         if self._user_name:
             return self._user_name
-        name = toolkit.config.get(USER_NAME_OPTION)
+        name = config.get(USER_NAME_OPTION)
         if not name:
             name = _harvest_sysadmin_name() or self._site_user_name()
         self._user_name = name
@@ -138,7 +150,7 @@ class HarvesterBase(p.SingletonPlugin):
         # harvesters may run without it (e.g. in other extensions' tests).
         append_type = (
             append_type
-            or toolkit.config.get(NAME_APPEND_OPTION)
+            or config.get(NAME_APPEND_OPTION)
             or NameAppendType.NUMBER_SEQUENCE.value
         )
         ideal_name = re.sub("-+", "-", munge_title_to_name(title))
@@ -216,6 +228,10 @@ class HarvesterBase(p.SingletonPlugin):
         error and no object left non-current for a reason other than "not
         modified".
 
+        Only ``harvest_job.source`` and ``harvest_job.id`` are read, so any object
+        with those two attributes will do (downstream tests pass a ``MagicMock``
+        whose ``source`` is a real source and whose ``id`` is ``''``).
+
         :param harvest_job: the job being run (never returned)
         :returns: the most recently gathered clean job, or None
         """
@@ -229,7 +245,7 @@ class HarvesterBase(p.SingletonPlugin):
         )
         return (
             model.Session.query(HarvestJob)
-            .filter(HarvestJob.source_id == harvest_job.source_id)
+            .filter(HarvestJob.source == harvest_job.source)
             .filter(HarvestJob.id != harvest_job.id)
             .filter(HarvestJob.gather_started.isnot(None))
             .filter(HarvestJob.status == JobStatus.FINISHED.value)
@@ -237,6 +253,9 @@ class HarvesterBase(p.SingletonPlugin):
             .order_by(HarvestJob.gather_started.desc())
             .first()
         )
+
+    #: The older, private spelling, still called by some harvesters.
+    _last_error_free_job = last_error_free_job
 
     # --- writing the dataset -----------------------------------------------
 
@@ -289,10 +308,11 @@ class HarvesterBase(p.SingletonPlugin):
             self._create_package(context, package_dict, harvest_object, form)
         else:
             package_dict["name"] = existing["name"]
-            if not _is_newer(package_dict, existing):
+            if not _is_newer(package_dict, existing, _imported_modified(existing["id"])):
                 log.info("Package with GUID %s not updated, skipping", harvest_object.guid)
                 return UNCHANGED
             self._update_package(context, package_dict, existing, harvest_object, form)
+        _record_remote_modified(harvest_object, package_dict)
         model.Session.commit()
         return True
 
@@ -393,6 +413,34 @@ class HarvesterBase(p.SingletonPlugin):
 # --- module helpers -----------------------------------------------------------
 
 
+def check_http_url(url: str) -> None:
+    """Refuse a source URL that an HTTP harvester cannot fetch safely.
+
+    For harvesters that fetch their source over HTTP: call it from
+    ``validate_source_url`` (see docs/writing-a-harvester.rst).
+
+    :param url: the source URL
+    :raises ValueError: it does not start with ``http://`` or ``https://``, has no
+        host name, cannot be parsed, or carries a user name or password
+    """
+    try:
+        parts = urlparse(url.strip())
+        host = parts.hostname
+    except ValueError as e:
+        raise ValueError("The URL is not valid: %s" % e) from e
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("The URL must start with http:// or https://")
+    if not host:
+        raise ValueError("The URL has no host name")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            "The URL must not contain a user name or password: anyone who can "
+            "see the source sees its URL (put credentials in the configuration, "
+            "e.g. api_key, which is kept secret)"
+        )
+
+
+
 def _harvest_sysadmin_name() -> NameOrNone:
     """Return ``'harvest'`` when a sysadmin user of that name exists."""
     context = cast(Context, {
@@ -425,19 +473,64 @@ def _first_free_numbered_name(ideal_name: str, taken: set[NameOrNone]) -> NameOr
     return None
 
 
-def _is_newer(package_dict: dict[str, Any], existing: dict[str, Any]) -> bool:
+def _is_newer(
+    package_dict: dict[str, Any],
+    existing: dict[str, Any],
+    imported: Optional[datetime.datetime] = None,
+) -> bool:
     """Whether the harvested dataset must overwrite the local one.
 
-    ``metadata_modified`` values are compared as strings (ISO dates sort
-    correctly); a harvested dict without one always updates.
+    The remote ``metadata_modified`` is compared with the remote one recorded at
+    the last import (``imported``), when known: the local copy's own
+    ``metadata_modified`` is a local time (CKAN 2.11 stamps the import time, any
+    local edit moves it), so comparing with it skips remote changes dated before
+    the import or the edit. Without a recorded value (objects imported before
+    this was recorded, harvesters that do not use ``_create_or_update_package``)
+    the local copy's ``metadata_modified`` is the reference, as in the original
+    extension. ISO dates are compared as dates when both parse, else as strings.
+    A harvested dict without ``metadata_modified`` always updates.
     """
     modified = package_dict.get("metadata_modified")
-    return modified is None or modified > existing.get("metadata_modified", "")
+    if modified is None:
+        return True
+    if imported is not None:
+        remote = _parse_modified(modified)
+        if remote is not None:
+            return remote > imported
+    return modified > existing.get("metadata_modified", "")
+
+
+def _parse_modified(value: Any) -> Optional[datetime.datetime]:
+    """An ISO ``metadata_modified`` as a naive UTC datetime (None if it is not one)."""
+    try:
+        parsed = datetime.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+def _imported_modified(package_id: str) -> Optional[datetime.datetime]:
+    """The remote ``metadata_modified`` recorded when the dataset was last imported."""
+    return model.Session.query(HarvestObject.metadata_modified_date).filter(
+        HarvestObject.package_id == package_id, HarvestObject.current.is_(True)
+    ).order_by(HarvestObject.import_finished.desc().nullslast()).limit(1).scalar()
+
+
+def _record_remote_modified(harvest_object: HarvestObject,
+                            package_dict: dict[str, Any]) -> None:
+    """Keep the imported remote ``metadata_modified`` on the object (unless the
+    harvester set ``metadata_modified_date`` itself): the next import compares
+    with it."""
+    if harvest_object.metadata_modified_date is None:
+        harvest_object.metadata_modified_date = _parse_modified(
+            package_dict.get("metadata_modified"))
 
 
 def _not_overwrite_fields() -> list[str]:
     """Fields of ``ckan.harvest.not_overwrite_fields`` (spaces or commas)."""
-    value = toolkit.aslist(toolkit.config.get(NOT_OVERWRITE_OPTION))
+    value = toolkit.aslist(config.get(NOT_OVERWRITE_OPTION))
     return [field for item in value for field in item.split(",") if field]
 
 

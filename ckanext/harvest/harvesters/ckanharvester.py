@@ -44,11 +44,17 @@ import urllib3.exceptions
 from ckan import model
 from ckan import plugins as p
 from ckan.plugins import toolkit
+from ckan.plugins.toolkit import config
 from ckan.types import AuthResult, Context, DataDict
 from sqlalchemy.exc import SQLAlchemyError
 from urllib3.util.retry import Retry
 
-from ckanext.harvest.harvesters.base import HarvesterBase
+from ckanext.harvest.harvesters.base import (
+    IMPORT_STAGE,
+    USER_NAME_OPTION,
+    HarvesterBase,
+    check_http_url,
+)
 from ckanext.harvest.lib import netguard
 from ckanext.harvest.model import HarvestJob, HarvestObject, HarvestSource
 
@@ -61,11 +67,17 @@ __all__ = [
     "SearchError",
 ]
 
+# ``config``, ``requests``, ``model``, ``toolkit`` and ``log`` are read at call
+# time through this module: downstream test suites patch them (e.g.
+# ``...ckanharvester.requests.get``, ``...ckanharvester.config``).
 log = logging.getLogger(__name__)
 
 #: The options of the limits of every remote request (config_declaration.yaml).
 MAX_SIZE_OPTION = "ckan.harvest.max_response_size"
 MAX_SECONDS_OPTION = "ckan.harvest.max_response_seconds"
+#: The options limiting the tags and resources of one remote dataset.
+MAX_TAGS_OPTION = "ckan.harvest.max_tags_per_dataset"
+MAX_RESOURCES_OPTION = "ckan.harvest.max_resources_per_dataset"
 #: Retries of a request after a connection error or a status in RETRY_STATUSES.
 HTTP_RETRIES = 3
 #: Retry n waits HTTP_BACKOFF_FACTOR * 2 ** (n - 1) seconds (the first retry: none).
@@ -75,7 +87,6 @@ _CHUNK_BYTES = 64 * 1024
 _EXCERPT_CHARS = 500
 
 SEARCH_ROWS = 100
-IMPORT_STAGE = "Import"
 ONLY_LOCAL = "only_local"
 CREATE = "create"
 REMOTE_MODES = (ONLY_LOCAL, CREATE)
@@ -83,7 +94,6 @@ INCREMENTAL_MARGIN = datetime.timedelta(hours=1)
 GROUP_DROP_KEYS = ("packages", "created", "users", "groups", "tags", "extras",
                    "display_name")
 ORG_DROP_KEYS = GROUP_DROP_KEYS + ("type",)
-USER_NAME_OPTION = "ckanext.harvest.user_name"
 
 # requests.get as imported: anything else means a test patched it (see module doc).
 _REQUESTS_GET = requests.get
@@ -238,8 +248,9 @@ def _http_get(session: requests.Session, url: str, headers: dict[str, str]) -> s
 def _read_text(response: requests.Response) -> str:
     """Read a streamed body within ``max_response_size`` / ``max_response_seconds``
     (0: no limit)."""
-    max_bytes = toolkit.config.get(MAX_SIZE_OPTION)
-    max_seconds = toolkit.config.get(MAX_SECONDS_OPTION)
+    # A test may patch ``config`` with a plain dict: a missing limit is no limit.
+    max_bytes = config.get(MAX_SIZE_OPTION) or 0
+    max_seconds = config.get(MAX_SECONDS_OPTION) or 0
     too_large = "more than %d bytes (%s)" % (max_bytes, MAX_SIZE_OPTION)
     declared = response.headers.get("Content-Length", "")
     if max_bytes and declared.isdigit() and int(declared) > max_bytes:
@@ -328,13 +339,13 @@ def _check_remote_dataset(package_dict: Any) -> None:
         value = package_dict.get(field) or []
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             raise ValueError("Invalid remote dataset: %s must be a list of objects" % field)
-    for field in ("tags", "resources"):
-        limit = toolkit.config.get("ckan.harvest.max_%s_per_dataset" % field)
+    for field, option in (("tags", MAX_TAGS_OPTION), ("resources", MAX_RESOURCES_OPTION)):
+        limit = config.get(option)
         count = len(package_dict.get(field) or [])
         if limit and count > limit:
             raise ValueError(
-                "Remote dataset has too many %s: %d (at most %d, see "
-                "ckan.harvest.max_%s_per_dataset)" % (field, count, limit, field))
+                "Remote dataset has too many %s: %d (at most %d, see %s)"
+                % (field, count, limit, option))
 
 
 def _action_result(answer: Any, what: str) -> Any:
@@ -382,12 +393,12 @@ def _harvest_user_of_read_only(package_id: str) -> tuple[bool, Optional[str]]:
         .first()
     )
     try:
-        config = json.loads(row[0]) if row and row[0] else {}
+        source_config = json.loads(row[0]) if row and row[0] else {}
     except ValueError:
         return False, None
-    if not isinstance(config, dict) or config.get("read_only") is not True:
+    if not isinstance(source_config, dict) or source_config.get("read_only") is not True:
         return False, None
-    return True, config.get("user") or toolkit.config.get(USER_NAME_OPTION) or None
+    return True, source_config.get("user") or config.get(USER_NAME_OPTION) or None
 
 
 def _read_only_denial(package_ref: Any, user: Optional[str]) -> Optional[AuthResult]:
@@ -504,6 +515,14 @@ class CKANHarvester(HarvesterBase):
             config = json.dumps(config_obj)
         _check_other_options(config_obj)
         return config
+
+    def validate_source_url(self, url: str) -> None:
+        """Accept only URLs this harvester can fetch: ``http(s)://host/...``.
+
+        :param url: the URL of a source being created or updated
+        :raises ValueError: with the reason the URL is refused
+        """
+        check_http_url(url)
 
     def get_original_url(self, harvest_object_id: str) -> Optional[str]:
         """URL of the remote ``package_show`` of a harvested dataset.

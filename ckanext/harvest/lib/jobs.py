@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import sqlalchemy as sa
 from ckan import model
@@ -125,9 +125,13 @@ def running_jobs(source_id: Optional[str] = None) -> list[HarvestJob]:
     return query.all()
 
 
-def timeout_minutes() -> int:
-    """``ckan.harvest.timeout`` in minutes; 0 means no timeout."""
-    return int(toolkit.config.get("ckan.harvest.timeout") or 0)
+def timeout_minutes(config: Optional[Mapping[str, Any]] = None) -> int:
+    """``ckan.harvest.timeout`` in minutes; 0 means no timeout.
+
+    :param config: where to read it (CKAN's configuration by default)
+    """
+    settings = toolkit.config if config is None else config
+    return int(settings.get("ckan.harvest.timeout") or 0)
 
 
 def close_if_timed_out(job: HarvestJob, timeout: int) -> bool:

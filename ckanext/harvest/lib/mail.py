@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import html
 import logging
-from typing import Any
+from typing import Any, Mapping, Optional
 from urllib.parse import urljoin
 
 from ckan.lib import mailer
@@ -17,6 +17,14 @@ log = logging.getLogger(__name__)
 
 ERROR_LIMIT = 20
 _NOT_SPECIFIED = "Not specified"
+
+#: The configuration to read (CKAN's when None): ``harvest_jobs_run`` passes the
+#: ``config`` of ``logic.action.update``, which downstream tests patch.
+Settings = Optional[Mapping[str, Any]]
+
+
+def _settings(config: Settings) -> Mapping[str, Any]:
+    return toolkit.config if config is None else config
 
 
 def _own_context(context: Context) -> Any:
@@ -42,13 +50,15 @@ def _job_path(source_id: str, job_id: str) -> str:
 
 
 def get_mail_extra_vars(
-    context: Context, source_id: str, status: dict[str, Any]
+    context: Context, source_id: str, status: dict[str, Any], config: Settings = None
 ) -> dict[str, Any]:
     """The variables of the status e-mail templates.
 
     :param source_id: the source id
     :param status: ``harvest_source_show_status`` of the source
+    :param config: the configuration to read (CKAN's by default)
     """
+    settings = _settings(config)
     last_job = status["last_job"]
     source = toolkit.get_action("harvest_source_show")(
         _own_context(context), {"id": source_id}
@@ -57,20 +67,21 @@ def get_mail_extra_vars(
         _own_context(context), {"id": last_job["id"]}
     )
     job_errors, obj_errors = _report_errors(report)
-    site_url = toolkit.config.get("ckan.site_url")
+    site_url = settings.get("ckan.site_url") or ""
     job_url = urljoin(site_url, _job_path(source["id"], last_job["id"]))
     # Nobody reads secrets in e-mails, whoever receives them.
-    config = secret_config.redact_config(
+    source_config = secret_config.redact_config(
         source.get("config"), secret_config.secret_keys(source.get("source_type"))
     )
     stats = last_job.get("stats", {})
     return {
         "organization": (source.get("organization") or {}).get("name") or _NOT_SPECIFIED,
-        "site_title": toolkit.config.get("ckan.site_title"),
+        "site_title": settings.get("ckan.site_title"),
         "site_url": site_url,
         "job_url": job_url,
         "harvest_source_title": source["title"],
-        "harvest_configuration": _NOT_SPECIFIED if config in (None, "", "{}") else config,
+        "harvest_configuration": (_NOT_SPECIFIED if source_config in (None, "", "{}")
+                                  else source_config),
         "job_finished": last_job["finished"],
         "job_id": last_job["id"],
         "job_created": last_job["created"],
@@ -88,39 +99,41 @@ def get_mail_extra_vars(
 
 
 def prepare_summary_mail(
-    context: Context, source_id: str, status: dict[str, Any]
+    context: Context, source_id: str, status: dict[str, Any], config: Settings = None
 ) -> dict[str, str]:
     """Subject and body of the summary e-mail."""
-    extra_vars = get_mail_extra_vars(context, source_id, status)
+    extra_vars = get_mail_extra_vars(context, source_id, status, config)
     return {
         "subject": "{} - Harvesting Job Successful - Summary Notification".format(
-            toolkit.config.get("ckan.site_title")
+            extra_vars["site_title"]
         ),
         "body": toolkit.render("emails/summary_email.txt", extra_vars),
     }
 
 
 def prepare_error_mail(
-    context: Context, source_id: str, status: dict[str, Any]
+    context: Context, source_id: str, status: dict[str, Any], config: Settings = None
 ) -> dict[str, str]:
     """Subject and body of the error e-mail."""
-    extra_vars = get_mail_extra_vars(context, source_id, status)
+    extra_vars = get_mail_extra_vars(context, source_id, status, config)
     return {
         "subject": "{} - Harvesting Job - Error Notification".format(
-            toolkit.config.get("ckan.site_title")
+            extra_vars["site_title"]
         ),
         "body": html.unescape(toolkit.render("emails/error_email.txt", extra_vars)),
     }
 
 
-def send_summary_email(context: Context, source_id: str, status: dict[str, Any]) -> None:
+def send_summary_email(context: Context, source_id: str, status: dict[str, Any],
+                       config: Settings = None) -> None:
     """Send the summary e-mail of a source's last job."""
-    send_mail(context, source_id, prepare_summary_mail(context, source_id, status))
+    send_mail(context, source_id, prepare_summary_mail(context, source_id, status, config))
 
 
-def send_error_email(context: Context, source_id: str, status: dict[str, Any]) -> None:
+def send_error_email(context: Context, source_id: str, status: dict[str, Any],
+                     config: Settings = None) -> None:
     """Send the error e-mail of a source's last job."""
-    send_mail(context, source_id, prepare_error_mail(context, source_id, status))
+    send_mail(context, source_id, prepare_error_mail(context, source_id, status, config))
 
 
 def send_mail(context: Context, source_id: str, mail: dict[str, str]) -> None:
@@ -148,13 +161,18 @@ def send_mail(context: Context, source_id: str, mail: dict[str, str]) -> None:
             raise
 
 
-def send_status_mail(context: Context, source_id: str, status: dict[str, Any]) -> None:
-    """Send the e-mail the configuration asks for after a job finished."""
+def send_status_mail(context: Context, source_id: str, status: dict[str, Any],
+                     config: Settings = None) -> None:
+    """Send the e-mail the configuration asks for after a job finished.
+
+    :param config: the configuration to read (CKAN's by default)
+    """
+    settings = _settings(config)
     last_job = status.get("last_job") or {}
     errors = last_job.get("stats", {}).get("errored", 0)
-    send_all = toolkit.config.get("ckan.harvest.status_mail.all")
-    send_errored = toolkit.config.get("ckan.harvest.status_mail.errored")
+    send_all = toolkit.asbool(settings.get("ckan.harvest.status_mail.all", False))
+    send_errored = toolkit.asbool(settings.get("ckan.harvest.status_mail.errored", False))
     if errors and (send_all or send_errored):
-        send_error_email(context, source_id, status)
+        send_error_email(context, source_id, status, config)
     elif send_all:
-        send_summary_email(context, source_id, status)
+        send_summary_email(context, source_id, status, config)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Optional
 
 import sqlalchemy as sa
 from ckan import logic as ckan_logic
@@ -207,8 +207,13 @@ def visible_sources_query(user_name: Any) -> Any:
     return query.filter(public)
 
 
-def list_sources(user_name: Any, data_dict: dict[str, Any]) -> list[HarvestSource]:
-    """Sources visible to the user, filtered as ``harvest_source_list`` says."""
+def list_sources(
+    user_name: Any, data_dict: dict[str, Any], limit: Optional[int]
+) -> list[HarvestSource]:
+    """Sources visible to the user, filtered as ``harvest_source_list`` says.
+
+    :param limit: at most this many (``ckan.harvest.harvest_source_limit``)
+    """
     query = visible_sources_query(user_name)
     if data_dict.get("organization_id"):
         query = query.filter(model.Package.owner_org == data_dict["organization_id"])
@@ -221,5 +226,4 @@ def list_sources(user_name: Any, data_dict: dict[str, Any]) -> list[HarvestSourc
                 HarvestSource.next_run <= utcnow(),
             )
         )
-    limit = toolkit.config.get("ckan.harvest.harvest_source_limit")
     return query.order_by(HarvestSource.created.desc()).limit(limit).all()

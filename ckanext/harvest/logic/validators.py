@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any, Optional
 from urllib.parse import urlparse, urlunparse
 
@@ -22,12 +23,19 @@ _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 #: Longest accepted source configuration and URL (characters).
 MAX_CONFIG_LENGTH = 1_000_000
 MAX_URL_LENGTH = 2048
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_string_params(data_dict: Any, *keys: str) -> None:
-    """Refuse ids sent as lists or objects (JSON bodies) with a clear message."""
-    errors = {key: ["Must be a string"] for key in keys
-              if data_dict.get(key) is not None and not isinstance(data_dict[key], str)}
+    """Refuse ids sent as lists or objects (JSON bodies), or holding NUL characters
+    (which PostgreSQL cannot store or compare), with a clear message."""
+    errors = {}
+    for key in keys:
+        value = data_dict.get(key)
+        if value is not None and not isinstance(value, str):
+            errors[key] = ["Must be a string"]
+        elif value and "\x00" in value:
+            errors[key] = ["Must not contain NUL characters"]
     if errors:
         raise toolkit.ValidationError(errors)
 
@@ -51,7 +59,10 @@ def harvest_job_exists(value: Any, context: Context) -> HarvestJob:
 
 def _normalize_url(url: str) -> str:
     """Reduce a URL to scheme, host (without default port) and path without '/'."""
-    parts = urlparse(url)
+    try:
+        parts = urlparse(url)
+    except ValueError:  # not a URL a harvester fetches (e.g. a label): compare as is
+        return url.strip()
     netloc = parts.netloc
     default_port = _DEFAULT_PORTS.get(parts.scheme)
     if default_port and netloc.endswith(default_port):
@@ -66,32 +77,50 @@ def _edited_package_id(data: FlattenDataDict, context: Context) -> Optional[str]
     return data.get(("id",))
 
 
-def _check_url_form(url: Any) -> None:
-    if len(str(url)) > MAX_URL_LENGTH:
+def _check_url_text(url: Any) -> None:
+    """What every source URL must be, whatever its harvester: a text within the
+    length limit, without control characters."""
+    if not isinstance(url, str):
+        raise Invalid("The URL must be a text, not %s" % type(url).__name__)
+    if not url.strip():
+        raise Invalid("Missing value")
+    if len(url) > MAX_URL_LENGTH:
         raise Invalid("The URL is too long (at most %d characters)" % MAX_URL_LENGTH)
+    if _CONTROL_CHARACTERS.search(url.strip()):
+        raise Invalid("The URL must not contain control characters (such as "
+                      "line breaks or tabs)")
+
+
+def _harvester_url_check(url: str, source_type: Any) -> str:
+    """Let the source's harvester check (and possibly rewrite) its URL.
+
+    Harvesters opt in by implementing ``validate_source_url(url)``
+    (docs/writing-a-harvester.rst): an exception refuses the URL with its
+    message, a returned string replaces it.
+    """
+    harvester = harvesters.find_harvester(source_type) if source_type else None
+    if harvester is None or not hasattr(harvester, "validate_source_url"):
+        return url
     try:
-        parts = urlparse(str(url).strip())
-        host = parts.hostname
-    except ValueError as e:
-        raise Invalid("The URL is not valid: %s" % e) from e
-    if parts.scheme not in ("http", "https"):
-        raise Invalid("The URL must start with http:// or https://")
-    if not host:
-        raise Invalid("The URL has no host name")
-    if parts.username is not None or parts.password is not None:
-        raise Invalid(
-            "The URL must not contain a user name or password: anyone who can "
-            "see the source sees its URL (put credentials in the configuration, "
-            "e.g. api_key, which is kept secret)"
-        )
+        checked = harvester.validate_source_url(url)
+    except Exception as e:  # noqa: BLE001 - any harvester error is a validation error
+        raise Invalid(str(e) or type(e).__name__) from e
+    return url if checked is None else checked
 
 
 def harvest_source_url_validator(
     key: FlattenKey, data: FlattenDataDict, errors: FlattenErrorDict, context: Context
 ) -> Any:
-    """Refuse a URL that is not http(s), carries credentials, or (with the same
-    config) is used by another harvest source already."""
-    _check_url_form(data[key])
+    """Refuse an empty, overlong or control-character URL, one that the source's
+    harvester refuses, or one (with the same config) used by another harvest
+    source already.
+
+    What a URL must look like beyond that (``http(s)://``, a host name ...) is the
+    harvester's business: see ``validate_source_url`` in
+    docs/writing-a-harvester.rst.
+    """
+    _check_url_text(data[key])
+    data[key] = _harvester_url_check(data[key], data.get(key[:-1] + ("source_type",)))
     new_url = _normalize_url(data[key])
     new_config = data.get(key[:-1] + ("config",))
     query = model.Session.query(model.Package.id, model.Package.url).filter(

@@ -6,6 +6,7 @@ from typing import Any
 
 from ckan import model
 from ckan.plugins import toolkit
+from ckan.plugins.toolkit import config
 from ckan.types import Context, DataDict
 
 from ckanext.harvest.lib import harvesters, jobs, objects, secret_config, sources
@@ -18,6 +19,8 @@ from ckanext.harvest.logic.dictization import (
 from ckanext.harvest.logic.validators import check_string_params
 from ckanext.harvest.model import HarvestJob, HarvestLog, HarvestSource, LogLevel
 
+# ``config`` is read at call time through this module (downstream tests patch
+# ``...logic.action.get.config``).
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -87,7 +90,8 @@ def harvest_source_list(context: Context, data_dict: DataDict) -> list[dict[str,
 
 
 def _get_sources_for_user(context: Context, data_dict: DataDict) -> list[HarvestSource]:
-    return sources.list_sources(context.get("user"), data_dict)
+    limit = config.get("ckan.harvest.harvest_source_limit")
+    return sources.list_sources(context.get("user"), data_dict, limit)
 
 
 @toolkit.side_effect_free

@@ -8,6 +8,7 @@ from typing import Any
 from ckan import model
 from ckan.lib.search.index import PackageSearchIndex
 from ckan.plugins import toolkit
+from ckan.plugins.toolkit import config
 from ckan.types import Context, DataDict
 
 from ckanext.harvest.lib import clearing, jobs, objects, sources
@@ -25,6 +26,9 @@ from ckanext.harvest.logic.dictization import harvest_job_dictize
 from ckanext.harvest.model import Frequency, HarvestJob
 from ckanext.harvest.utils import DATASET_TYPE_NAME
 
+# ``config`` is read at call time through this module (downstream tests patch
+# ``...logic.action.update.config``): the timeout and the status e-mails of
+# ``harvest_jobs_run`` follow it.
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -293,7 +297,7 @@ def _finish_job(context: Context, job: HarvestJob) -> None:
     status = toolkit.get_action("harvest_source_show_status")(
         dict(context, ignore_auth=True), {"id": source_id}
     )
-    send_status_mail(dict(context), source_id, status)
+    send_status_mail(dict(context), source_id, status, config)
 
 
 def harvest_jobs_run(context: Context, data_dict: DataDict) -> list[Any]:
@@ -308,7 +312,7 @@ def harvest_jobs_run(context: Context, data_dict: DataDict) -> list[Any]:
     source_id = data_dict.get("source_id")
     if not source_id:
         _make_scheduled_jobs(context, data_dict)
-    timeout = jobs.timeout_minutes()
+    timeout = jobs.timeout_minutes(config)
     for job in jobs.running_jobs(source_id):
         if jobs.close_if_timed_out(job, timeout):
             continue
