@@ -50,11 +50,11 @@ def redis_broker(ckan_config, monkeypatch):
 
 
 def open_fetch(**kwargs):
-    return mq.open_queue(queue.toolkit.config, queue._fetch_spec(), **kwargs)
+    return mq.open_queue(queue.config, queue._fetch_spec(), **kwargs)
 
 
 def open_gather(**kwargs):
-    return mq.open_queue(queue.toolkit.config, queue._gather_spec(), **kwargs)
+    return mq.open_queue(queue.config, queue._gather_spec(), **kwargs)
 
 
 def test_published_messages_are_consumed_in_order_and_acknowledged(broker):

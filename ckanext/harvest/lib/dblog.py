@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
+from ckanext.harvest import options
 from ckanext.harvest.log import DBLogHandler
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _level(config: Mapping[str, Any]) -> str:
-    level = str(config.get("ckan.harvest.log_level") or "debug").upper()
+    level = str(options.value(config, options.LOG_LEVEL)).upper()
     return level if level in LEVELS else "DEBUG"
 
 
@@ -62,7 +63,7 @@ def configure_db_logger(config: Mapping[str, Any]) -> list[str]:
 
     :returns: the names of the loggers the handler was attached to
     """
-    scope = int(config.get("ckan.harvest.log_scope", -1))
+    scope = int(options.value(config, options.LOG_SCOPE))
     every = [PARENT] + ["{}.{}".format(PARENT, n) for n in SCOPES[1] + ["plugin"]]
     for name in every:
         _remove_db_handlers(logging.getLogger(name))

@@ -10,6 +10,7 @@ from ckan import model
 from ckan.plugins import toolkit
 from ckan.types import Context
 
+from ckanext.harvest import options
 from ckanext.harvest.logic import HarvestJobExists, HarvestSourceInactiveError
 from ckanext.harvest.model import (
     Frequency,
@@ -131,7 +132,7 @@ def timeout_minutes(config: Optional[Mapping[str, Any]] = None) -> int:
     :param config: where to read it (CKAN's configuration by default)
     """
     settings = toolkit.config if config is None else config
-    return int(settings.get("ckan.harvest.timeout") or 0)
+    return int(settings.get(options.TIMEOUT) or 0)
 
 
 def close_if_timed_out(job: HarvestJob, timeout: int) -> bool:

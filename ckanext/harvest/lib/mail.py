@@ -11,6 +11,7 @@ from ckan.plugins import toolkit
 from ckan.types import Context
 from werkzeug.routing import BuildError
 
+from ckanext.harvest import options
 from ckanext.harvest.lib import secret_config
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def get_mail_extra_vars(
         _own_context(context), {"id": last_job["id"]}
     )
     job_errors, obj_errors = _report_errors(report)
-    site_url = settings.get("ckan.site_url") or ""
+    site_url = settings.get(options.SITE_URL) or ""
     job_url = urljoin(site_url, _job_path(source["id"], last_job["id"]))
     # Nobody reads secrets in e-mails, whoever receives them.
     source_config = secret_config.redact_config(
@@ -76,7 +77,7 @@ def get_mail_extra_vars(
     stats = last_job.get("stats", {})
     return {
         "organization": (source.get("organization") or {}).get("name") or _NOT_SPECIFIED,
-        "site_title": settings.get("ckan.site_title"),
+        "site_title": settings.get(options.SITE_TITLE),
         "site_url": site_url,
         "job_url": job_url,
         "harvest_source_title": source["title"],
@@ -170,8 +171,8 @@ def send_status_mail(context: Context, source_id: str, status: dict[str, Any],
     settings = _settings(config)
     last_job = status.get("last_job") or {}
     errors = last_job.get("stats", {}).get("errored", 0)
-    send_all = toolkit.asbool(settings.get("ckan.harvest.status_mail.all", False))
-    send_errored = toolkit.asbool(settings.get("ckan.harvest.status_mail.errored", False))
+    send_all = toolkit.asbool(options.value(settings, options.STATUS_MAIL_ALL))
+    send_errored = toolkit.asbool(options.value(settings, options.STATUS_MAIL_ERRORED))
     if errors and (send_all or send_errored):
         send_error_email(context, source_id, status, config)
     elif send_all:

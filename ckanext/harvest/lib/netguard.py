@@ -39,9 +39,11 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from ckanext.harvest import options
+
 log = logging.getLogger(__name__)
 
-CONFIG_KEY = "ckan.harvest.ssrf_allowed_hosts"
+CONFIG_KEY = options.SSRF_ALLOWED_HOSTS
 ALLOWED_SCHEMES = ("http", "https")
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -232,8 +234,8 @@ class GuardedAdapter(HTTPAdapter):
             raise HostNotAllowed(str(refusal), request=request) from None
 
 
-CONNECT_TIMEOUT_OPTION = "ckan.harvest.http_connect_timeout"
-READ_TIMEOUT_OPTION = "ckan.harvest.http_read_timeout"
+CONNECT_TIMEOUT_OPTION = options.HTTP_CONNECT_TIMEOUT
+READ_TIMEOUT_OPTION = options.HTTP_READ_TIMEOUT
 
 
 def http_timeout() -> tuple[int, int]:

@@ -14,6 +14,7 @@ from ckan.lib.search.index import PackageSearchIndex
 from ckan.plugins import toolkit
 from ckan.types import Context
 
+from ckanext.harvest import options
 from ckanext.harvest.model import (
     HarvestJob,
     HarvestObject,
@@ -124,9 +125,9 @@ def source_status(source_id: str, context: Context) -> dict[str, Any]:
 def index_clear(source_id: str) -> None:
     """Remove the datasets of a source from the search index."""
     query = ' +harvest_source_id:"{}" +site_id:"{}" '.format(
-        source_id, toolkit.config.get("ckan.site_id")
+        source_id, toolkit.config.get(options.SITE_ID)
     )
-    commit = toolkit.asbool(toolkit.config.get("ckan.search.solr_commit", "true"))
+    commit = toolkit.asbool(toolkit.config.get(options.SOLR_COMMIT, "true"))
     try:
         conn = make_connection()
         conn.delete(q=query, commit=commit)

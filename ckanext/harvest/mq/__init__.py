@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping, Optional
 
+from ckanext.harvest import options
 from ckanext.harvest.mq import amqp, redis
 from ckanext.harvest.mq.base import (
     BrokerError,
@@ -48,19 +49,19 @@ def backend_name(config: Mapping[str, Any]) -> str:
     :param config: CKAN's configuration mapping
     :raises UnknownBackendError: for any other value
     """
-    value = str(config.get("ckan.harvest.mq.type", None) or REDIS).strip().lower()
+    value = str(options.value(config, options.MQ_TYPE)).strip().lower()
     try:
         return _ALIASES[value]
     except KeyError:
         raise UnknownBackendError(
-            f"Unknown queue backend ckan.harvest.mq.type = {value!r}: use 'redis' or "
+            f"Unknown queue backend {options.MQ_TYPE} = {value!r}: use 'redis' or "
             "'amqp'"
         ) from None
 
 
 def site_id(config: Mapping[str, Any]) -> str:
     """Return the site id that namespaces queue names and Redis keys."""
-    return str(config.get("ckan.site_id", None) or "default")
+    return str(config.get(options.SITE_ID, None) or "default")
 
 
 def gather_spec(site: str) -> QueueSpec:

@@ -21,6 +21,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from ckanext.harvest import options
 from ckanext.harvest.mq.base import (
     BLOCK_SECONDS,
     BrokerError,
@@ -31,6 +32,10 @@ from ckanext.harvest.mq.base import (
 
 EXCHANGE_NAME = "ckan.harvest"
 EXCHANGE_TYPE = "direct"
+#: Broker settings with no declared default (they differ between backends).
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 5672
+DEFAULT_PASSWORD = "guest"
 PERSISTENT = 2
 
 
@@ -47,13 +52,13 @@ def parameters(config: Mapping[str, Any]) -> pika.ConnectionParameters:
     :param config: CKAN's configuration mapping
     """
     credentials = pika.PlainCredentials(
-        config.get("ckan.harvest.mq.user_id", None) or "guest",
-        config.get("ckan.harvest.mq.password", None) or "guest",
+        options.value(config, options.MQ_USER_ID),
+        config.get(options.MQ_PASSWORD, None) or DEFAULT_PASSWORD,
     )
     return pika.ConnectionParameters(
-        host=config.get("ckan.harvest.mq.hostname", None) or "localhost",
-        port=_as_int(config.get("ckan.harvest.mq.port", None), 5672),
-        virtual_host=config.get("ckan.harvest.mq.virtual_host", None) or "/",
+        host=config.get(options.MQ_HOSTNAME, None) or DEFAULT_HOST,
+        port=_as_int(config.get(options.MQ_PORT, None), DEFAULT_PORT),
+        virtual_host=options.value(config, options.MQ_VIRTUAL_HOST),
         credentials=credentials,
         frame_max=10000,
     )

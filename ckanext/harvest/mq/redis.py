@@ -36,6 +36,7 @@ import redis as redis_py
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ckanext.harvest import options
 from ckanext.harvest.mq.base import (
     BLOCK_SECONDS,
     BrokerError,
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds after which a consumer that stopped refreshing its liveness key is dead.
 HEARTBEAT_TTL = 30.0
+#: Broker settings with no declared default (they differ between backends).
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 6379
 
 # Pops every element of KEYS[1]; deletes the persistence marker of each
 # (ARGV[2] .. ':' .. <id>, ARGV[1] naming the id key); returns how many it popped.
@@ -92,15 +96,15 @@ def connect(config: Mapping[str, Any]) -> redis_py.Redis:
 
     :param config: CKAN's configuration mapping
     """
-    hostname = config.get("ckan.harvest.mq.hostname", None)
-    url = config.get("ckan.redis.url", None)
+    hostname = config.get(options.MQ_HOSTNAME, None)
+    url = config.get(options.REDIS_URL, None)
     if not hostname and url:
         return redis_py.Redis.from_url(url, decode_responses=True, encoding="utf-8")
     return redis_py.Redis(
-        host=hostname or "localhost",
-        port=_as_int(config.get("ckan.harvest.mq.port", None), 6379),
-        password=config.get("ckan.harvest.mq.password", None) or None,
-        db=_as_int(config.get("ckan.harvest.mq.redis_db", None), 0),
+        host=hostname or DEFAULT_HOST,
+        port=_as_int(config.get(options.MQ_PORT, None), DEFAULT_PORT),
+        password=config.get(options.MQ_PASSWORD, None) or None,
+        db=_as_int(options.value(config, options.MQ_REDIS_DB), 0),
         decode_responses=True,
         encoding="utf-8",
     )

@@ -9,6 +9,7 @@ from ckan.plugins import toolkit
 from ckan.plugins.toolkit import config
 from ckan.types import Context, DataDict
 
+from ckanext.harvest import options
 from ckanext.harvest.lib import harvesters, jobs, objects, secret_config, sources
 from ckanext.harvest.logic.dictization import (
     harvest_job_dictize,
@@ -90,7 +91,7 @@ def harvest_source_list(context: Context, data_dict: DataDict) -> list[dict[str,
 
 
 def _get_sources_for_user(context: Context, data_dict: DataDict) -> list[HarvestSource]:
-    limit = config.get("ckan.harvest.harvest_source_limit")
+    limit = options.value(config, options.SOURCE_LIMIT)
     return sources.list_sources(context.get("user"), data_dict, limit)
 
 
