@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 from ckanext.harvest import options
 from ckanext.harvest.log import DBLogHandler
+from ckanext.harvest.model.enums import LogLevel
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ SCOPES: dict[int, list[str]] = {
     6: ["plugin"],
     7: _HARVESTERS,
 }
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LEVELS = tuple(level.value for level in LogLevel)
 
 
 def _level(config: Mapping[str, Any]) -> str:

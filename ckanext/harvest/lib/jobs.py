@@ -11,8 +11,9 @@ from ckan.plugins import toolkit
 from ckan.types import Context
 
 from ckanext.harvest import options
-from ckanext.harvest.logic import HarvestJobExists, HarvestSourceInactiveError
+from ckanext.harvest.lib.errors import HarvestJobExists, HarvestSourceInactiveError
 from ckanext.harvest.model import (
+    ErrorStage,
     Frequency,
     HarvestGatherError,
     HarvestJob,
@@ -183,7 +184,7 @@ def _error_unfinished_objects(job: HarvestJob, message: str) -> int:
     )]
     for object_id in ids:
         model.Session.add(HarvestObjectError(harvest_object_id=object_id,
-                                             message=message, stage="Fetch"))
+                                             message=message, stage=ErrorStage.FETCH.value))
     model.Session.commit()
     return len(ids)
 

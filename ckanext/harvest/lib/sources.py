@@ -15,14 +15,15 @@ from ckan.plugins import toolkit
 from ckan.types import Context
 
 from ckanext.harvest import options
+from ckanext.harvest.constants import DATASET_TYPE_NAME
 from ckanext.harvest.model import (
+    Frequency,
     HarvestJob,
     HarvestObject,
     HarvestSource,
     JobStatus,
     utcnow,
 )
-from ckanext.harvest.utils import DATASET_TYPE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ def list_sources(
     if toolkit.asbool(data_dict.get("only_active", False)):
         query = query.filter(HarvestSource.active.is_(True))
     if toolkit.asbool(data_dict.get("only_to_run", False)):
-        query = query.filter(HarvestSource.frequency != "MANUAL").filter(
+        query = query.filter(HarvestSource.frequency != Frequency.MANUAL.value).filter(
             sa.or_(
                 HarvestSource.next_run.is_(None),
                 HarvestSource.next_run <= utcnow(),

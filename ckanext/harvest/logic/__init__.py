@@ -1,10 +1,10 @@
-"""Public API of the harvest framework: actions, auth functions, schemas."""
+"""Public API of the harvest framework: actions, auth functions, schemas.
+
+The exceptions live in the core (:mod:`ckanext.harvest.lib.errors`) and keep
+this, the original's, import path.
+"""
 from __future__ import annotations
 
+from ckanext.harvest.lib.errors import HarvestJobExists, HarvestSourceInactiveError
 
-class HarvestJobExists(Exception):
-    """The source already has a job that is ``New`` or ``Running``."""
-
-
-class HarvestSourceInactiveError(Exception):
-    """Jobs cannot be created on an inactive source."""
+__all__ = ["HarvestJobExists", "HarvestSourceInactiveError"]

@@ -12,9 +12,14 @@ from ckan.lib.navl.dictization_functions import Invalid, missing, validate
 from ckan.plugins import toolkit
 from ckan.types import Context, FlattenDataDict, FlattenErrorDict, FlattenKey
 
+from ckanext.harvest.constants import DATASET_TYPE_NAME
 from ckanext.harvest.lib import harvesters, secret_config
-from ckanext.harvest.model import UPDATE_FREQUENCIES, HarvestJob, HarvestSource
-from ckanext.harvest.utils import DATASET_TYPE_NAME
+from ckanext.harvest.model import (
+    UPDATE_FREQUENCIES,
+    Frequency,
+    HarvestJob,
+    HarvestSource,
+)
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +325,7 @@ def harvest_source_active_validator(value: Any, context: Context) -> bool:
 def harvest_source_frequency_exists(value: Any) -> str:
     """Upper-case the frequency and check it is known; empty means MANUAL."""
     if value == "":
-        return "MANUAL"
+        return Frequency.MANUAL.value
     if str(value).upper() not in UPDATE_FREQUENCIES:
         raise Invalid("Frequency %s not recognised" % value)
     return str(value).upper()

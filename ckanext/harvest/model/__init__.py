@@ -24,6 +24,7 @@ from sqlalchemy.orm import Mapped, relationship
 
 from ckanext.harvest.model.enums import (
     UPDATE_FREQUENCIES,
+    ErrorStage,
     Frequency,
     JobStatus,
     LogLevel,
@@ -40,6 +41,7 @@ except ImportError:  # SQLAlchemy 1.4 (CKAN 2.11): Columns under Mapped[] annota
 
 __all__ = [
     "UPDATE_FREQUENCIES",
+    "ErrorStage",
     "Frequency",
     "JobStatus",
     "ObjectState",
@@ -360,7 +362,7 @@ class HarvestObjectError(toolkit.BaseModel, HarvestDomainObject):
         cls,
         message: str,
         object: HarvestObject,
-        stage: str = "Fetch",
+        stage: str = ErrorStage.FETCH.value,
         line: Optional[int] = None,
     ) -> None:
         """Record an error of ``object`` at ``stage`` and commit it.

@@ -33,6 +33,17 @@ class ReportStatus(str, enum.Enum):
     ERRORED = "errored"
 
 
+class ErrorStage(str, enum.Enum):
+    """``harvest_object_error.stage`` of the errors the framework records.
+
+    Harvesters may record other stages (e.g. ``Validation``): the column is free
+    text.
+    """
+
+    FETCH = "Fetch"
+    IMPORT = "Import"
+
+
 class Frequency(str, enum.Enum):
     """``harvest_source.frequency``, in the order forms list them."""
 

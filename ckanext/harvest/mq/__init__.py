@@ -13,6 +13,7 @@ from ckanext.harvest.mq import amqp, redis
 from ckanext.harvest.mq.base import (
     BrokerError,
     Message,
+    MessageKey,
     QueueBackend,
     QueueSpec,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "UnknownBackendError",
     "BrokerError",
     "Message",
+    "MessageKey",
     "QueueBackend",
     "QueueSpec",
     "backend_name",
@@ -67,13 +69,13 @@ def site_id(config: Mapping[str, Any]) -> str:
 def gather_spec(site: str) -> QueueSpec:
     """Names of the gather queue of ``site`` (one message per harvest job)."""
     return QueueSpec(name=f"ckan.harvest.{site}.gather",
-                     routing_key=f"ckanext-harvest:{site}:harvest_job_id")
+                     routing_key=f"ckanext-harvest:{site}:{MessageKey.JOB.value}")
 
 
 def fetch_spec(site: str) -> QueueSpec:
     """Names of the fetch queue of ``site`` (one message per harvest object)."""
     return QueueSpec(name=f"ckan.harvest.{site}.fetch",
-                     routing_key=f"ckanext-harvest:{site}:harvest_object_id")
+                     routing_key=f"ckanext-harvest:{site}:{MessageKey.OBJECT.value}")
 
 
 def open_queue(config: Mapping[str, Any], spec: QueueSpec, *,

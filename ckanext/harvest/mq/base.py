@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import enum
 from typing import Any, Generator, Mapping, Optional
 
 #: How long one blocking wait for a message lasts, in seconds. Must stay well below
@@ -22,6 +23,14 @@ BLOCK_SECONDS = 1.0
 
 class BrokerError(Exception):
     """The broker connection failed; the caller may reconnect and go on."""
+
+
+class MessageKey(str, enum.Enum):
+    """The key of the one id a harvest message carries (and the end of its
+    queue's routing key)."""
+
+    JOB = "harvest_job_id"
+    OBJECT = "harvest_object_id"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +53,7 @@ class QueueSpec:
     @property
     def deduplicate(self) -> bool:
         """Whether identical pending messages are collapsed (the gather queue)."""
-        return self.message_key == "harvest_job_id"
+        return self.message_key == MessageKey.JOB
 
 
 @dataclasses.dataclass(frozen=True)

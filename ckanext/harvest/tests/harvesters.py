@@ -27,6 +27,7 @@ from ckan.plugins import toolkit
 
 from ckanext.harvest.interfaces import IHarvester
 from ckanext.harvest.model import (
+    ErrorStage,
     HarvestGatherError,
     HarvestJob,
     HarvestObject,
@@ -84,7 +85,8 @@ class _ConfigDrivenHarvester:
         if mode == "raise":
             raise RuntimeError("Fetch stage raised on purpose")
         if mode == "error":
-            HarvestObjectError.create("Fetch failed on purpose", harvest_object, "Fetch")
+            HarvestObjectError.create("Fetch failed on purpose", harvest_object,
+                                      ErrorStage.FETCH.value)
             return False
         if mode == "unchanged":
             return "unchanged"
@@ -96,7 +98,7 @@ class _ConfigDrivenHarvester:
             raise RuntimeError("Import stage raised on purpose")
         if mode == "error":
             HarvestObjectError.create(
-                "Import failed on purpose", harvest_object, "Import"
+                "Import failed on purpose", harvest_object, ErrorStage.IMPORT.value
             )
             return False
         if mode == "unchanged":

@@ -11,6 +11,7 @@ from ckan.plugins import toolkit
 from ckan.plugins.toolkit import config
 from ckan.types import Context, DataDict
 
+from ckanext.harvest.constants import DATASET_TYPE_NAME
 from ckanext.harvest.lib import clearing, jobs, objects, sources
 from ckanext.harvest.lib.mail import (  # noqa: F401 - public names of this module
     get_mail_extra_vars,
@@ -24,7 +25,7 @@ from ckanext.harvest.lib.mail import (  # noqa: F401 - public names of this modu
 from ckanext.harvest.logic.action.get import harvest_source_show
 from ckanext.harvest.logic.dictization import harvest_job_dictize
 from ckanext.harvest.model import Frequency, HarvestJob
-from ckanext.harvest.utils import DATASET_TYPE_NAME
+from ckanext.harvest.mq import MessageKey
 
 # ``config`` is read at call time through this module (downstream tests patch
 # ``...logic.action.update.config``): the timeout and the status e-mails of
@@ -173,7 +174,7 @@ def harvest_send_job_to_gather_queue(
     try:
         publisher = queue.get_gather_publisher()
         try:
-            publisher.send({"harvest_job_id": job_id})
+            publisher.send({MessageKey.JOB.value: job_id})
         finally:
             publisher.close()
     except Exception:
