@@ -100,10 +100,11 @@ def abort_new_jobs(source_id: str, commit: bool) -> None:
         model.Session.commit()
 
 
-def source_status(source_id: str, context: Context) -> dict[str, Any]:
-    """Return ``{job_count, last_job, total_datasets}`` of a source."""
-    from ckanext.harvest.logic.dictization import harvest_job_dictize
+def source_status(source_id: str) -> dict[str, Any]:
+    """Return ``{job_count, last_job, total_datasets}`` of a source.
 
+    ``last_job`` is the ``HarvestJob`` (or None): the action dictizes it.
+    """
     source = get_source_or_404(source_id)
     jobs = model.Session.query(HarvestJob).filter(HarvestJob.source_id == source.id)
     last_job = jobs.order_by(HarvestJob.created.desc()).first()
@@ -118,7 +119,7 @@ def source_status(source_id: str, context: Context) -> dict[str, Any]:
     )
     return {
         "job_count": jobs.count(),
-        "last_job": harvest_job_dictize(last_job, dict(context)) if last_job else None,
+        "last_job": last_job,
         "total_datasets": total or 0,
     }
 

@@ -68,7 +68,10 @@ def harvest_source_show_status(context: Context, data_dict: DataDict) -> dict[st
     :returns: ``{'job_count', 'last_job', 'total_datasets'}``
     """
     toolkit.check_access("harvest_source_show_status", dict(context), data_dict)
-    return sources.source_status(data_dict.get("id"), context)
+    status = sources.source_status(data_dict.get("id"))
+    last_job = status["last_job"]
+    status["last_job"] = harvest_job_dictize(last_job, context) if last_job else None
+    return status
 
 
 @toolkit.side_effect_free
