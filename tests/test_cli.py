@@ -689,7 +689,7 @@ def test_import_unknown_source_is_reported_without_failing(run):
 
 def test_progress_bars_in_a_terminal(run, monkeypatch):
     source = _harvested_source()
-    monkeypatch.setattr(harvest_cli, "_interactive", lambda: True)
+    monkeypatch.setattr("ckanext.harvest.cli.base.interactive", lambda: True)
 
     imported = run("import", source["id"])
     reindexed = run("reindex")

@@ -17,9 +17,9 @@ from ckan.lib.pagination import Page
 from ckan.plugins import toolkit
 from markupsafe import Markup
 
+from ckanext.harvest.constants import DATASET_TYPE_NAME, N_
 from ckanext.harvest.lib import harvesters, progress
 from ckanext.harvest.model import UPDATE_FREQUENCIES, JobStatus, utcnow
-from ckanext.harvest.utils import DATASET_TYPE_NAME, N_
 
 log = logging.getLogger(__name__)
 

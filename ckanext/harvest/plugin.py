@@ -11,10 +11,10 @@ from ckan.lib.plugins import DefaultDatasetForm, DefaultTranslation
 from ckan.plugins import toolkit
 
 from ckanext.harvest import mq
+from ckanext.harvest.constants import DATASET_TYPE_NAME, N_
 from ckanext.harvest.lib import dblog, indexing, secret_config, sources
 from ckanext.harvest.logic import schema as harvest_schema
 from ckanext.harvest.model import HarvestSource
-from ckanext.harvest.utils import DATASET_TYPE_NAME, N_
 
 log = logging.getLogger(__name__)
 

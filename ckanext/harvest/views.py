@@ -1,20 +1,26 @@
 """The ``harvester`` blueprint: the harvest pages under ``/harvest`` (web.md).
 
-Thin: each view parses the request and calls its implementation in
-:mod:`ckanext.harvest.utils`. The views that change something (refresh,
-clear, stop, delete) answer GET with a confirmation form and act on POST
+The routes at the end parse the request and call the view implementations
+(``*_view``, also importable from :mod:`ckanext.harvest.utils`, the original's
+path). Each implementation builds its own action contexts for the current user,
+maps ObjectNotFound to 404 and NotAuthorized to 403, and flashes the messages
+of web.md. The views that change something (refresh, clear, stop, delete)
+answer GET with a confirmation form (:func:`confirm_view`) and act on POST
 only; the form and CKAN's ``confirm-action`` modal both send the CSRF token.
 """
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Optional
 
+from ckan import model
 from ckan.plugins import toolkit
 from flask import Blueprint, current_app
 from flask.views import MethodView
 
-from ckanext.harvest import utils
-from ckanext.harvest.utils import DATASET_TYPE_NAME
+from ckanext.harvest.constants import DATASET_TYPE_NAME
+
+log = logging.getLogger(__name__)
 
 harvester = Blueprint("harvester", __name__)
 
@@ -47,71 +53,380 @@ def _protect_from_csrf() -> None:
 
 
 def _clear_flag() -> bool:
+    """The ``clear`` query argument of ``delete``: ``true`` or ``1``."""
     return toolkit.request.args.get("clear", "").lower() in ("true", "1")
+
+
+# -- view implementations -------------------------------------------------------------
+
+#: What the confirmation page of each state-changing view checks first.
+_CONFIRM_AUTH = {
+    "refresh": ("harvest_job_create", "source_id"),
+    "clear": ("harvest_source_clear", "id"),
+    "delete": ("harvest_source_delete", "id"),
+}
+_XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
+def _not_auth_message() -> str:
+    """The message of the 403 pages of the harvest views."""
+    return toolkit._("Not authorized to see this page")
+
+
+def _view_context(**extra: Any) -> Any:
+    """A fresh action context for the current user (plus ``extra`` keys)."""
+    context: dict[str, Any] = {"model": model, "user": toolkit.current_user.name}
+    context.update(extra)
+    return context
+
+
+def _view_action(name: str, data_dict: dict[str, Any], **context: Any) -> Any:
+    return toolkit.get_action(name)(_view_context(**context), data_dict)
+
+
+class _Aborting:
+    """Context manager: ObjectNotFound → 404 (``not_found``), NotAuthorized → 403."""
+
+    def __init__(self, not_found: str, own_message: bool = False) -> None:
+        self.not_found = not_found
+        self.own_message = own_message
+
+    def __enter__(self) -> _Aborting:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
+        if exc_type is None:
+            return
+        if issubclass(exc_type, toolkit.ObjectNotFound):
+            message = str(exc or "") if self.own_message else ""
+            toolkit.abort(404, message or self.not_found)
+        if issubclass(exc_type, toolkit.NotAuthorized):
+            toolkit.abort(403, _not_auth_message())
+
+
+def _source_not_found() -> _Aborting:
+    return _Aborting(toolkit._("Harvest source not found"))
+
+
+def _job_not_found() -> _Aborting:
+    return _Aborting(toolkit._("Harvest job not found"))
+
+
+def _render(template: str, **extra_vars: Any) -> str:
+    extra_vars.setdefault("dataset_type", DATASET_TYPE_NAME)
+    return toolkit.render(template, extra_vars)
+
+
+def _show_source(reference: str) -> dict[str, Any]:
+    """The source dataset (id or name) as the current user may see it; 404/403."""
+    with _source_not_found():
+        return _view_action("harvest_source_show", {"id": reference})
+
+
+def _get_source_for_job(source_id: str) -> dict[str, Any]:
+    """The source of the job pages; 404 ``Harvest source not found``, 403."""
+    return _show_source(source_id)
+
+
+def admin_view(id: str) -> str:
+    """``harvester.admin``: the dashboard of a source (update permission)."""
+    with _source_not_found():
+        toolkit.check_access("harvest_source_update", _view_context(), {"id": id})
+    return _render("source/admin.html", harvest_source=_show_source(id))
+
+
+def about_view(id: str) -> str:
+    """``harvester.about``: the description and details of a source."""
+    return _render("source/about.html", harvest_source=_show_source(id))
+
+
+def job_list_view(source: str) -> str:
+    """``harvester.job_list``: every job of a source, newest first."""
+    source_dict = _get_source_for_job(source)
+    with _source_not_found():
+        jobs = _view_action("harvest_job_list", {"source_id": source_dict["id"]})
+    return _render("source/job/list.html", harvest_source=source_dict, jobs=jobs)
+
+
+def job_show_view(
+    id: str, source_dict: Optional[dict[str, Any]] = None, is_last: bool = False
+) -> str:
+    """``harvester.job_show``: the report of a job."""
+    with _job_not_found():
+        job = _view_action("harvest_job_show", {"id": id})
+        report = _view_action("harvest_job_report", {"id": id})
+    if not source_dict:
+        source_dict = _get_source_for_job(job["source_id"])
+    return _render(
+        "source/job/read.html", harvest_source=source_dict, job=job,
+        job_report=report, is_last_job=is_last,
+    )
+
+
+def job_show_last_view(source: str) -> str:
+    """``harvester.job_show_last``: the report of the latest job of a source."""
+    source_dict = _get_source_for_job(source)
+    last_job = (source_dict.get("status") or {}).get("last_job")
+    if not last_job:
+        return toolkit.abort(404, toolkit._("No jobs yet for this source"))
+    return job_show_view(last_job["id"], source_dict=source_dict, is_last=True)
+
+
+def _error_text(error: Exception) -> str:
+    if isinstance(error, toolkit.ValidationError):
+        summary = error.error_summary or {}
+        return "; ".join("{}: {}".format(k, v) for k, v in summary.items()) or str(error)
+    return str(error)
+
+
+def _flash_unexpected(error: Exception) -> None:
+    """An error the user cannot fix (broker down...): logged, and flashed."""
+    log.exception("Harvest view failed")
+    model.Session.rollback()
+    toolkit.h.flash_error(
+        toolkit._("An error occurred: [{}]").format(_error_text(error))
+    )
+
+
+def _abort_for(error: Exception, not_found: str) -> None:
+    """404 for ObjectNotFound, 403 for NotAuthorized; nothing for other errors."""
+    with _Aborting(not_found):
+        raise error
+
+
+def refresh_view(id: str) -> Any:
+    """``harvester.refresh`` (POST): create and start a job for the source."""
+    from ckanext.harvest.logic import HarvestJobExists, HarvestSourceInactiveError
+
+    source_id = _show_source(id)["id"]
+    try:
+        _view_action("harvest_job_create", {"source_id": source_id, "run": True},
+                     session=model.Session)
+    except HarvestSourceInactiveError:
+        toolkit.h.flash_error(toolkit._(
+            "Cannot create new harvest jobs on inactive sources. First, please "
+            'change the source status to "active".'
+        ))
+    except HarvestJobExists:
+        toolkit.h.flash_notice(
+            toolkit._("A harvest job has already been scheduled for this source")
+        )
+    except (toolkit.ObjectNotFound, toolkit.NotAuthorized) as error:
+        _abort_for(error, toolkit._("Harvest source not found"))
+    except Exception as error:  # broker down...: a message, not a 500
+        _flash_unexpected(error)
+    else:
+        toolkit.h.flash_success(
+            toolkit._("Harvest will start shortly. Refresh this page for updates.")
+        )
+    return toolkit.redirect_to("harvester.admin", id=id)
+
+
+def clear_view(id: str) -> Any:
+    """``harvester.clear`` (POST): delete the source's datasets, jobs and objects."""
+    source_id = _show_source(id)["id"]
+    try:
+        _view_action("harvest_source_clear", {"id": source_id}, session=model.Session)
+    except (toolkit.ObjectNotFound, toolkit.NotAuthorized) as error:
+        _abort_for(error, toolkit._("Harvest source not found"))
+    except Exception as error:  # search index down...: a message, not a 500
+        _flash_unexpected(error)
+    else:
+        toolkit.h.flash_success(toolkit._("Harvest source cleared"))
+    return toolkit.redirect_to("harvester.admin", id=id)
+
+
+def delete_view(id: str, clear_source: Optional[bool] = None) -> Any:
+    """``harvester.delete`` (POST): deactivate the source (and clear it).
+
+    :param clear_source: also clear it; None: the ``clear`` query argument
+        (``true`` or ``1``)
+    """
+    if clear_source is None:
+        clear_source = _clear_flag()
+    with _source_not_found():
+        _view_action("harvest_source_delete", {"id": id}, clear_source=clear_source)
+    if clear_source:
+        toolkit.h.flash_success(toolkit._("Harvesting source successfully cleared"))
+    else:
+        toolkit.h.flash_success(toolkit._("Harvesting source successfully inactivated"))
+    return toolkit.redirect_to("harvester.admin", id=id)
+
+
+def job_abort_view(source: str, id: str) -> Any:
+    """``harvester.job_abort`` (POST): stop a job."""
+    with _job_not_found():
+        _view_action("harvest_job_abort", {"id": id})
+    toolkit.h.flash_success(toolkit._("Harvest job stopped"))
+    return toolkit.redirect_to("harvester.admin", id=source)
+
+
+def _confirm_job(job_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The source and the job of a job_abort confirmation; 404/403."""
+    with _job_not_found():
+        job = _view_action("harvest_job_show", {"id": job_id}, return_error_summary=False)
+        toolkit.check_access("harvest_job_abort", _view_context(), {"id": job_id})
+    return _get_source_for_job(job["source_id"]), job
+
+
+def confirm_view(action: str, id: str, job_id: Optional[str] = None,
+                 clear: bool = False) -> str:
+    """The GET side of the state-changing views: a confirmation form.
+
+    Nothing changes; the form posts back to the same URL with the CSRF token.
+
+    :param action: ``refresh``, ``clear``, ``delete`` or ``job_abort``
+    :param id: the source (id or name) of the URL
+    :param job_id: the job, for ``job_abort``
+    :param clear: for ``delete``: the ``clear`` query argument was set
+    """
+    job = None
+    if action == "job_abort":
+        source_dict, job = _confirm_job(job_id or "")
+        form_action = toolkit.url_for("harvester.job_abort", source=id, id=job_id)
+    else:
+        source_dict = _show_source(id)
+        auth, key = _CONFIRM_AUTH[action]
+        with _source_not_found():
+            toolkit.check_access(auth, _view_context(), {key: source_dict["id"]})
+        url_args = {"clear": "True"} if action == "delete" and clear else {}
+        form_action = toolkit.url_for("harvester." + action, id=id, **url_args)
+    return _render(
+        "source/confirm.html", harvest_source=source_dict, action=action, job=job,
+        clear=clear, form_action=form_action,
+    )
+
+
+def _is_xml(text: str) -> bool:
+    from lxml import etree
+
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+    try:
+        etree.fromstring(text.encode("utf-8"), parser=parser)
+    except (etree.XMLSyntaxError, ValueError):
+        return False
+    return True
+
+
+def _is_json(text: str) -> bool:
+    import json
+
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _without_xml_declaration(text: str) -> str:
+    start = text.find("<?xml")
+    end = text.find("?>", start)
+    if start == -1 or end == -1:
+        return text
+    return text[:start] + text[end + 2:]
+
+
+def _document(content: str) -> tuple[str, str]:
+    """The body and content type of a raw harvested document."""
+    if _is_xml(_without_xml_declaration(content)):
+        if "<?xml" not in content.split("\n", 1)[0]:
+            content = _XML_DECLARATION + content
+        return content, "application/xml; charset=utf-8"
+    if _is_json(content):
+        return content, "application/json; charset=utf-8"
+    # Never text/html: the document comes from a remote site (stored XSS).
+    return content, "text/plain; charset=utf-8"
+
+
+def object_show_view(id: str, ref_type: str = "object", response: Any = None) -> Any:
+    """``harvester.object_show``: the raw document of a harvest object.
+
+    :param id: the object id (``ref_type='object'``) or a dataset id or name
+        (``ref_type='dataset'``: its current object)
+    :param response: a Flask response to fill (default: a new one)
+    """
+    from flask import make_response
+
+    data_dict = {"id": id} if ref_type == "object" else {"dataset_id": id}
+    with _Aborting(toolkit._("Harvest object not found"), own_message=True):
+        obj = _view_action("harvest_object_show", data_dict)
+    content = obj.get("content") or (obj.get("extras") or {}).get("original_document")
+    if not content:
+        return toolkit.abort(404, toolkit._("No content found"))
+    body, content_type = _document(content)
+    response = response if response is not None else make_response()
+    response.set_data(body)
+    response.headers["Content-Type"] = content_type
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
+
+
+# -- routes --------------------------------------------------------------------------
 
 
 class DeleteView(MethodView):
     """``/harvest/delete/<id>[?clear=True]``: deactivate (and clear) a source."""
 
     def get(self, id: str) -> Any:
-        return utils.confirm_view("delete", id, clear=_clear_flag())
+        return confirm_view("delete", id, clear=_clear_flag())
 
     def post(self, id: str) -> Any:
-        return utils.delete_view(id, _clear_flag())
+        return delete_view(id, _clear_flag())
 
 
 class RefreshView(MethodView):
     """``/harvest/refresh/<id>``: start a new job."""
 
     def get(self, id: str) -> Any:
-        return utils.confirm_view("refresh", id)
+        return confirm_view("refresh", id)
 
     def post(self, id: str) -> Any:
-        return utils.refresh_view(id)
+        return refresh_view(id)
 
 
 class ClearView(MethodView):
     """``/harvest/clear/<id>``: delete the source's datasets and job history."""
 
     def get(self, id: str) -> Any:
-        return utils.confirm_view("clear", id)
+        return confirm_view("clear", id)
 
     def post(self, id: str) -> Any:
-        return utils.clear_view(id)
+        return clear_view(id)
 
 
 class JobAbortView(MethodView):
     """``/harvest/<source>/job/<id>/abort``: stop a job."""
 
     def get(self, source: str, id: str) -> Any:
-        return utils.confirm_view("job_abort", source, job_id=id)
+        return confirm_view("job_abort", source, job_id=id)
 
     def post(self, source: str, id: str) -> Any:
-        return utils.job_abort_view(source, id)
+        return job_abort_view(source, id)
 
 
 def admin(id: str) -> Any:
-    return utils.admin_view(id)
+    return admin_view(id)
 
 
 def about(id: str) -> Any:
-    return utils.about_view(id)
+    return about_view(id)
 
 
 def job_list(source: str) -> Any:
-    return utils.job_list_view(source)
+    return job_list_view(source)
 
 
 def job_show_last(source: str) -> Any:
-    return utils.job_show_last_view(source)
+    return job_show_last_view(source)
 
 
 def job_show(source: str, id: str) -> Any:
-    return utils.job_show_view(id)
+    return job_show_view(id)
 
 
 def object_show(id: str, ref_type: str) -> Any:
-    return utils.object_show_view(id, ref_type)
+    return object_show_view(id, ref_type)
 
 
 harvester.add_url_rule("/harvest/delete/<id>", view_func=DeleteView.as_view("delete"))

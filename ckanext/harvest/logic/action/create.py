@@ -7,6 +7,7 @@ from typing import Any
 from ckan.plugins import toolkit
 from ckan.types import Context, DataDict
 
+from ckanext.harvest.constants import DATASET_TYPE_NAME
 from ckanext.harvest.lib import jobs, objects
 from ckanext.harvest.logic import HarvestJobExists
 from ckanext.harvest.logic.dictization import (
@@ -14,7 +15,6 @@ from ckanext.harvest.logic.dictization import (
     harvest_object_dictize,
 )
 from ckanext.harvest.logic.schema import harvest_object_create_schema
-from ckanext.harvest.utils import DATASET_TYPE_NAME
 
 log = logging.getLogger(__name__)
 

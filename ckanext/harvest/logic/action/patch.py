@@ -6,7 +6,7 @@ from typing import Any
 from ckan.plugins import toolkit
 from ckan.types import Context, DataDict
 
-from ckanext.harvest.utils import DATASET_TYPE_NAME
+from ckanext.harvest.constants import DATASET_TYPE_NAME
 
 __all__ = ["harvest_source_patch"]
 
