@@ -89,10 +89,11 @@ def declared_default(key: str) -> Any:
 
 
 def value(config: Mapping[str, Any], key: str) -> Any:
-    """``config[key]``, or its declared default when ``config`` lacks it (or has None).
+    """``config[key]``, or its declared default when ``config`` lacks it, or has
+    None or an empty string (``key =`` in an ini file).
 
     :param config: CKAN's configuration, or a plain mapping standing in for it
     :param key: one of the declared keys of this module
     """
     found = config.get(key, None)
-    return declared_default(key) if found is None else found
+    return declared_default(key) if found is None or found == "" else found

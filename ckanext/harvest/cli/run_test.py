@@ -139,7 +139,7 @@ def run_test_command(source_id_or_name: str, force_import: Optional[str]) -> Non
     consumers (the job is also put on the gather queue). With GUID, only the
     objects whose guid is contained in GUID are imported. A pending New job
     is reused; if the source has a Running job, you are asked whether to
-    abort it. Needs the test requirements (factory-boy).
+    abort it.
     """
     def confirm(pending: JobToAbort) -> bool:
         click.echo(pending.describe())

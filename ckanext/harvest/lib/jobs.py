@@ -262,7 +262,7 @@ def make_scheduled_jobs(context: Context) -> None:
     for source in sources_due():
         data = {"source_id": source.id, "run": True}
         try:
-            toolkit.get_action("harvest_job_create")(dict(context), data)
+            toolkit.get_action("harvest_job_create")(Context(context), data)
         except HarvestJobExists:
             log.info("Trying to rerun job for %s skipping", source.id)
         source.next_run = next_run_after(source.frequency or "", utcnow())

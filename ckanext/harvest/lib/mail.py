@@ -28,8 +28,8 @@ def _settings(config: Settings) -> Mapping[str, Any]:
     return toolkit.config if config is None else config
 
 
-def _own_context(context: Context) -> Any:
-    return dict(context, ignore_auth=True)
+def _own_context(context: Context) -> Context:
+    return Context(context, ignore_auth=True)
 
 
 def _report_errors(report: dict[str, Any]) -> tuple[list[str], list[str]]:

@@ -28,7 +28,7 @@ def harvest_source_dictize(
     out["status"] = _get_source_status(source, context)
     if last_job_status:
         status = toolkit.get_action("harvest_source_show_status")(
-            dict(context), {"id": source.id}
+            Context(context), {"id": source.id}
         )
         out["last_job_status"] = status["last_job"]
     return out

@@ -16,8 +16,8 @@ def harvest_source_delete(context: Context, data_dict: DataDict) -> None:
 
     :param id: the id or name of the source
     """
-    toolkit.check_access("harvest_source_delete", dict(context), data_dict)
-    toolkit.get_action("package_delete")(dict(context), data_dict)
+    toolkit.check_access("harvest_source_delete", Context(context), data_dict)
+    toolkit.get_action("package_delete")(Context(context), data_dict)
     if context.get("clear_source"):
-        package = toolkit.get_action("package_show")(dict(context), data_dict)
-        toolkit.get_action("harvest_source_clear")(dict(context), {"id": package["id"]})
+        package = toolkit.get_action("package_show")(Context(context), data_dict)
+        toolkit.get_action("harvest_source_clear")(Context(context), {"id": package["id"]})

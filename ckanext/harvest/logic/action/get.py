@@ -67,7 +67,7 @@ def harvest_source_show_status(context: Context, data_dict: DataDict) -> dict[st
     :param id: the id of the source (names are not resolved)
     :returns: ``{'job_count', 'last_job', 'total_datasets'}``
     """
-    toolkit.check_access("harvest_source_show_status", dict(context), data_dict)
+    toolkit.check_access("harvest_source_show_status", Context(context), data_dict)
     status = sources.source_status(data_dict.get("id"))
     last_job = status["last_job"]
     status["last_job"] = harvest_job_dictize(last_job, context) if last_job else None
@@ -105,7 +105,7 @@ def harvest_job_show(context: Context, data_dict: DataDict) -> dict[str, Any]:
     :param id: the job id
     :param attr: match this column instead of ``id``
     """
-    toolkit.check_access("harvest_job_show", dict(context), data_dict)
+    toolkit.check_access("harvest_job_show", Context(context), data_dict)
     job = jobs.get_job_or_404(data_dict.get("id"), data_dict.get("attr"))
     return harvest_job_dictize(job, context)
 
@@ -116,7 +116,7 @@ def harvest_job_report(context: Context, data_dict: DataDict) -> dict[str, Any]:
 
     :param id: the job id
     """
-    toolkit.check_access("harvest_job_show", dict(context), data_dict)
+    toolkit.check_access("harvest_job_show", Context(context), data_dict)
     job = jobs.get_job_or_404(data_dict.get("id"))
     return objects.job_report(job)
 
@@ -128,13 +128,13 @@ def harvest_job_list(context: Context, data_dict: DataDict) -> list[dict[str, An
     :param source_id: only the jobs of this source
     :param status: only the jobs with this status
     """
-    toolkit.check_access("harvest_job_list", dict(context), data_dict)
+    toolkit.check_access("harvest_job_list", Context(context), data_dict)
     query = model.Session.query(HarvestJob)
     if data_dict.get("source_id"):
         query = query.filter(HarvestJob.source_id == data_dict["source_id"])
     if data_dict.get("status"):
         query = query.filter(HarvestJob.status == data_dict["status"])
-    dictize_context = dict(context, return_error_summary=False)
+    dictize_context = Context(context, return_error_summary=False)
     return [
         harvest_job_dictize(job, dictize_context)
         for job in query.order_by(HarvestJob.created.desc())
@@ -149,7 +149,7 @@ def harvest_object_show(context: Context, data_dict: DataDict) -> dict[str, Any]
     :param attr: column to match instead of ``id``
     :param dataset_id: a dataset id or name: its current object
     """
-    toolkit.check_access("harvest_object_show", dict(context), data_dict)
+    toolkit.check_access("harvest_object_show", Context(context), data_dict)
     if data_dict.get("id"):
         obj = objects.get_object_or_404(data_dict["id"], data_dict.get("attr"))
     elif data_dict.get("dataset_id"):
@@ -168,7 +168,7 @@ def harvest_object_list(context: Context, data_dict: DataDict) -> list[str]:
     :param source_id: the source id (all sources when omitted)
     :param only_current: only current objects (default True)
     """
-    toolkit.check_access("harvest_object_list", dict(context), data_dict)
+    toolkit.check_access("harvest_object_list", Context(context), data_dict)
     check_string_params(data_dict, "source_id")
     only_current = toolkit.asbool(data_dict.get("only_current", True))
     return objects.object_ids(data_dict.get("source_id"), only_current)
@@ -177,7 +177,7 @@ def harvest_object_list(context: Context, data_dict: DataDict) -> list[str]:
 @toolkit.side_effect_free
 def harvesters_info_show(context: Context, data_dict: DataDict) -> list[dict[str, Any]]:
     """Describe every loaded harvester (``info()`` plus ``show_config``)."""
-    toolkit.check_access("harvesters_info_show", dict(context), data_dict)
+    toolkit.check_access("harvesters_info_show", Context(context), data_dict)
     available = []
     for harvester in harvesters.all_harvesters():
         if not harvesters.harvester_name(harvester):
@@ -203,7 +203,7 @@ def harvest_log_list(context: Context, data_dict: DataDict) -> list[dict[str, An
     :param limit: how many (default 100); ``per_page`` overrides it
     :param offset: how many to skip (default 0)
     """
-    toolkit.check_access("harvest_log_list", dict(context), data_dict)
+    toolkit.check_access("harvest_log_list", Context(context), data_dict)
     limit = _int_or(data_dict.get("per_page") or data_dict.get("limit", 100), 100)
     offset = _int_or(data_dict.get("offset", 0), 0)
     query = model.Session.query(HarvestLog)
@@ -227,7 +227,7 @@ def harvest_get_notifications_recipients(
     :param source_id: the source id
     :returns: sysadmins then the source organisation's admins, with e-mails
     """
-    toolkit.check_access("harvest_get_notifications_recipients", dict(context), data_dict)
+    toolkit.check_access("harvest_get_notifications_recipients", Context(context), data_dict)
     site_user = toolkit.get_action("get_site_user")({"ignore_auth": True}, {})
     own_context: Any = {"user": site_user["name"], "ignore_auth": True}
     recipients = [
@@ -247,11 +247,11 @@ def harvest_get_notifications_recipients(
 
 def _org_admins(context: Context, org_id: str) -> list[dict[str, str]]:
     members = toolkit.get_action("member_list")(
-        dict(context), {"id": org_id, "object_type": "user", "capacity": "admin"}
+        Context(context), {"id": org_id, "object_type": "user", "capacity": "admin"}
     )
     admins = []
     for user_id, _type, _capacity in members:
-        user = toolkit.get_action("user_show")(dict(context), {"id": user_id})
+        user = toolkit.get_action("user_show")(Context(context), {"id": user_id})
         if (user.get("email") or "").strip():
             admins.append({"name": user["name"], "email": user["email"]})
     return admins

@@ -63,7 +63,7 @@ def harvest_source_update(context: Context, data_dict: DataDict) -> dict[str, An
     :returns: the updated source dataset
     """
     data_dict = dict(data_dict, type=DATASET_TYPE_NAME)
-    context = dict(context, extras_as_string=True)  # type: ignore[assignment]
+    context = Context(context, extras_as_string=True)  # type: ignore[assignment]
     return toolkit.get_action("package_update")(context, data_dict)
 
 
@@ -73,11 +73,11 @@ def harvest_source_clear(context: Context, data_dict: DataDict) -> dict[str, str
     :param id: the source id
     :returns: ``{'id': <source id>}``
     """
-    toolkit.check_access("harvest_source_clear", dict(context), data_dict)
+    toolkit.check_access("harvest_source_clear", Context(context), data_dict)
     source = sources.get_source_or_404(data_dict.get("id"))
-    toolkit.get_action("harvest_source_index_clear")(dict(context), {"id": source.id})
+    toolkit.get_action("harvest_source_index_clear")(Context(context), {"id": source.id})
     clearing.clear_source(source.id)
-    toolkit.get_action("harvest_source_reindex")(dict(context), {"id": source.id})
+    toolkit.get_action("harvest_source_reindex")(Context(context), {"id": source.id})
     return {"id": source.id}
 
 
@@ -86,7 +86,7 @@ def harvest_source_index_clear(context: Context, data_dict: DataDict) -> dict[st
 
     :param id: the source id
     """
-    toolkit.check_access("harvest_source_clear", dict(context), data_dict)
+    toolkit.check_access("harvest_source_clear", Context(context), data_dict)
     source = sources.get_source_or_404(data_dict.get("id"))
     sources.index_clear(source.id)
     return {"id": source.id}
@@ -100,12 +100,12 @@ def harvest_source_job_history_clear(
     :param id: the source id
     :param keep_current: keep the jobs and objects of the current datasets
     """
-    toolkit.check_access("harvest_source_clear", dict(context), data_dict)
+    toolkit.check_access("harvest_source_clear", Context(context), data_dict)
     source = sources.get_source_or_404(data_dict.get("id"))
     clearing.clear_job_history(
         source.id, toolkit.asbool(data_dict.get("keep_current", False))
     )
-    toolkit.get_action("harvest_source_reindex")(dict(context), {"id": source.id})
+    toolkit.get_action("harvest_source_reindex")(Context(context), {"id": source.id})
     return {"id": source.id}
 
 
@@ -116,12 +116,12 @@ def harvest_sources_job_history_clear(
 
     :param keep_current: keep the jobs and objects of the current datasets
     """
-    toolkit.check_access("harvest_sources_clear", dict(context), data_dict)
+    toolkit.check_access("harvest_sources_clear", Context(context), data_dict)
     results = []
     for source_id in sources.active_source_ids():
         try:
             results.append(toolkit.get_action("harvest_source_job_history_clear")(
-                dict(context),
+                Context(context),
                 {"id": source_id, "keep_current": data_dict.get("keep_current")},
             ))
         except toolkit.ObjectNotFound:
@@ -137,7 +137,7 @@ def harvest_source_reindex(context: Context, data_dict: DataDict) -> bool:
     """
     source_id = toolkit.get_or_bust(data_dict, "id")
     if not context.get("ignore_auth"):
-        toolkit.check_access("harvest_source_update", dict(context), {"id": source_id})
+        toolkit.check_access("harvest_source_update", Context(context), {"id": source_id})
     sources.reindex_source(source_id, context)
     return True
 
@@ -145,7 +145,7 @@ def harvest_source_reindex(context: Context, data_dict: DataDict) -> bool:
 @toolkit.side_effect_free
 def harvest_sources_reindex(context: Context, data_dict: DataDict) -> bool:
     """Re-index every active source dataset (sysadmins)."""
-    toolkit.check_access("harvest_sources_reindex", dict(context), data_dict)
+    toolkit.check_access("harvest_sources_reindex", Context(context), data_dict)
     for source_id in sources.active_source_ids():
         sources.reindex_source(source_id, {"defer_commit": True})  # type: ignore[arg-type]
     PackageSearchIndex().commit()
@@ -163,10 +163,10 @@ def harvest_send_job_to_gather_queue(
     from ckanext.harvest import queue
 
     job_id = toolkit.get_or_bust(data_dict, "id")
-    job = toolkit.get_action("harvest_job_show")(dict(context), {"id": job_id})
-    toolkit.check_access("harvest_send_job_to_gather_queue", dict(context), job)
+    job = toolkit.get_action("harvest_job_show")(Context(context), {"id": job_id})
+    toolkit.check_access("harvest_send_job_to_gather_queue", Context(context), job)
     source = harvest_source_show(
-        dict(context, ignore_auth=True), {"id": job["source_id"]}  # type: ignore[arg-type]
+        Context(context, ignore_auth=True), {"id": job["source_id"]}  # type: ignore[arg-type]
     )
     if not source["active"]:
         raise toolkit.ValidationError("Source is not active")
@@ -182,7 +182,7 @@ def harvest_send_job_to_gather_queue(
         jobs.mark_new(job_id)
         raise
     log.info("Sent job %s to the gather queue", job_id)
-    return harvest_job_dictize(jobs.get_job_or_404(job_id), dict(context))
+    return harvest_job_dictize(jobs.get_job_or_404(job_id), Context(context))
 
 
 def _job_to_abort(context: Context, data_dict: DataDict) -> HarvestJob:
@@ -190,7 +190,7 @@ def _job_to_abort(context: Context, data_dict: DataDict) -> HarvestJob:
     if not reference:
         raise toolkit.ValidationError({"id": ["Missing value"]})
     try:
-        source = harvest_source_show(dict(context, ignore_auth=True), {"id": reference})
+        source = harvest_source_show(Context(context, ignore_auth=True), {"id": reference})
     except toolkit.ObjectNotFound:
         return jobs.get_job_or_404(reference)
     job = jobs.latest_job(source["id"])
@@ -207,11 +207,11 @@ def harvest_job_abort(context: Context, data_dict: DataDict) -> dict[str, Any]:
     """
     job = _job_to_abort(context, data_dict)
     toolkit.check_access(
-        "harvest_job_abort", dict(context), {"id": job.id, "source_id": job.source_id}
+        "harvest_job_abort", Context(context), {"id": job.id, "source_id": job.source_id}
     )
     aborted = jobs.abort_job(job)
     log.info("Harvest job %s aborted", aborted.id)
-    return harvest_job_dictize(aborted, dict(context))
+    return harvest_job_dictize(aborted, Context(context))
 
 
 def _life_span(value: Any) -> int:
@@ -258,7 +258,7 @@ def harvest_abort_failed_jobs(context: Context, data_dict: DataDict) -> str:
     :param include: comma-separated source ids to consider exclusively
     :param exclude: comma-separated source ids to skip
     """
-    toolkit.check_access("harvest_abort_failed_jobs", dict(context), data_dict)
+    toolkit.check_access("harvest_abort_failed_jobs", Context(context), data_dict)
     life_span = _life_span(data_dict.get("life_span"))
     include = _id_list(data_dict.get("include"))
     exclude = [] if include else _id_list(data_dict.get("exclude"))
@@ -272,7 +272,7 @@ def harvest_abort_failed_jobs(context: Context, data_dict: DataDict) -> str:
             log.info("Excluding source: %s", source_id)
             continue
         if created and created < jobs.utcnow() - datetime.timedelta(days=days):
-            result = toolkit.get_action("harvest_job_abort")(dict(context), {"id": job_id})
+            result = toolkit.get_action("harvest_job_abort")(Context(context), {"id": job_id})
             log.info("Aborted job %s: %s", job_id, result["status"])
             aborted += 1
         else:
@@ -293,12 +293,12 @@ def _make_scheduled_jobs(context: Context, data_dict: DataDict) -> None:
 def _finish_job(context: Context, job: HarvestJob) -> None:
     source_id = job.source_id or ""
     toolkit.get_action("harvest_source_reindex")(
-        dict(context, ignore_auth=True), {"id": source_id}
+        Context(context, ignore_auth=True), {"id": source_id}
     )
     status = toolkit.get_action("harvest_source_show_status")(
-        dict(context, ignore_auth=True), {"id": source_id}
+        Context(context, ignore_auth=True), {"id": source_id}
     )
-    send_status_mail(dict(context), source_id, status, config)
+    send_status_mail(Context(context), source_id, status, config)
 
 
 def harvest_jobs_run(context: Context, data_dict: DataDict) -> list[Any]:
@@ -309,7 +309,7 @@ def harvest_jobs_run(context: Context, data_dict: DataDict) -> list[Any]:
     """
     from ckanext.harvest import queue
 
-    toolkit.check_access("harvest_jobs_run", dict(context), data_dict)
+    toolkit.check_access("harvest_jobs_run", Context(context), data_dict)
     source_id = data_dict.get("source_id")
     if not source_id:
         _make_scheduled_jobs(context, data_dict)
@@ -333,8 +333,8 @@ def harvest_objects_import(context: Context, data_dict: DataDict) -> int:
     :param package_id: the objects of this dataset (id or name)
     :returns: the number of objects imported
     """
-    toolkit.check_access("harvest_objects_import", dict(context), data_dict)
-    to_import = objects.objects_to_import(data_dict, dict(context))
+    toolkit.check_access("harvest_objects_import", Context(context), data_dict)
+    to_import = objects.objects_to_import(data_dict, Context(context))
     for obj in to_import:
         objects.reimport(obj)
     model.Session.commit()

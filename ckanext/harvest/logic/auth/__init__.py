@@ -67,7 +67,7 @@ def allowed_if(
 ) -> AuthResult:
     """Succeed when ``check_access(action)`` passes, else fail with ``message``."""
     try:
-        toolkit.check_access(action, dict(context), data_dict)  # type: ignore[arg-type]
+        toolkit.check_access(action, Context(context), data_dict)  # type: ignore[arg-type]
     except toolkit.NotAuthorized:
         return {"success": False, "msg": message}
     return {"success": True}
