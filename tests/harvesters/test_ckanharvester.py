@@ -1009,6 +1009,20 @@ def test_persistent_server_error_is_a_gather_error_and_imports_nothing(
     _assert_nothing_imported(job)
 
 
+def test_the_retry_policy_follows_a_patch_of_the_harvester_module(
+    harvester: CKANHarvester, remote: responses.RequestsMock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ckanharvester, "HTTP_RETRIES", 1)
+    remote.get(SEARCH_URL, status=503, body="busy")
+
+    results, job = _harvest_job(_source(), harvester)
+
+    assert "Error: HTTP error: 503 " in _search_error(job)
+    assert len(remote.calls) == 2
+    _assert_nothing_imported(job)
+
+
 def test_failure_on_a_later_page_imports_nothing(
     harvester: CKANHarvester, remote: responses.RequestsMock
 ) -> None:
@@ -1201,6 +1215,19 @@ def test_patched_requests_get_answers_are_status_checked(harvester: CKANHarveste
 
     assert str(excinfo.value) == "HTTP error: 404 %s" % SEARCH_URL
     assert isinstance(excinfo.value, ContentFetchError)
+
+
+def test_the_size_limit_follows_a_patch_of_the_harvester_config(
+    harvester: CKANHarvester, remote: responses.RequestsMock
+) -> None:
+    harvester.config = {}
+    remote.get(SEARCH_URL, body="x" * 100)
+    with mock.patch("ckanext.harvest.harvesters.ckanharvester.config",
+                    {"ckan.harvest.max_response_size": 10}):
+        with pytest.raises(ContentFetchError, match="more than 10 bytes"):
+            harvester._get_content(SEARCH_URL)
+
+    assert harvester._get_content(SEARCH_URL) == "x" * 100
 
 
 # --- SSRF guard (docs/security.rst) --------------------------------------------------

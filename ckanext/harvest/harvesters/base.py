@@ -4,10 +4,14 @@ It gathers the helpers every harvester needs: recording errors, choosing the use
 act as, giving harvested datasets unique names, creating harvest objects and writing
 the harvested dataset (create or update) while keeping ``harvest_object.current`` and
 ``harvest_object.package_id`` consistent.
+
+The helpers that read no configuration (free names, remote modification dates,
+REST-to-action conversion, tag cleaning) live in :mod:`._package`; what reads
+``config`` (the acting user, the name suffix, the fields not to overwrite) stays
+here.
 """
 from __future__ import annotations
 
-import datetime
 import enum
 import logging
 import re
@@ -24,8 +28,12 @@ from ckan.plugins import toolkit
 from ckan.plugins.toolkit import config
 from ckan.types import Context, Schema
 
+from ckanext.harvest import options
+from ckanext.harvest.harvesters import _package
+from ckanext.harvest.harvesters._package import NameOrNone, PackageDictForm
 from ckanext.harvest.interfaces import IHarvester
 from ckanext.harvest.model import (
+    ErrorStage,
     HarvestGatherError,
     HarvestJob,
     HarvestObject,
@@ -43,16 +51,17 @@ __all__ = [
 ]
 
 # Module names downstream test suites patch (e.g. ``...harvesters.base.config``):
-# ``config``, ``model``, ``toolkit`` and ``log`` are read at call time, through
-# this module, so that such a patch changes what the helpers do.
+# ``config``, ``model``, ``toolkit``, ``munge_tag`` and ``log`` are read at call
+# time, through this module (``munge_tag`` is handed down to ``_package``), so
+# that such a patch changes what the methods of HarvesterBase do.
 log = logging.getLogger(__name__)
 
-USER_NAME_OPTION = "ckanext.harvest.user_name"
-NAME_APPEND_OPTION = "ckanext.harvest.default_dataset_name_append"
-NOT_OVERWRITE_OPTION = "ckan.harvest.not_overwrite_fields"
+#: The option naming the user harvesters act as.
+USER_NAME_OPTION = options.USER_NAME
 
 HARVEST_USER_NAME = "harvest"
-IMPORT_STAGE = "Import"
+#: ``harvest_object_error.stage`` of import errors.
+IMPORT_STAGE = ErrorStage.IMPORT.value
 DEFAULT_API_VERSION = 2
 UNCHANGED = "unchanged"
 NO_REMOTE_DATASETS = "No remote datasets could be identified"
@@ -66,19 +75,11 @@ class NameAppendType(str, enum.Enum):
     RANDOM_HEX = "random-hex"
 
 
-class PackageDictForm(str, enum.Enum):
-    """The two shapes of dataset dict ``_create_or_update_package`` accepts."""
-
-    REST = "rest"
-    PACKAGE_SHOW = "package_show"
-
-
 _SUFFIX_WIDTH: dict[str, int] = {
     NameAppendType.NUMBER_SEQUENCE.value: 3,
     NameAppendType.RANDOM_HEX.value: 5,
 }
 
-NameOrNone = Optional[str]
 PackageResult = Union[bool, str, None]
 
 
@@ -150,7 +151,7 @@ class HarvesterBase(p.SingletonPlugin):
         # harvesters may run without it (e.g. in other extensions' tests).
         append_type = (
             append_type
-            or config.get(NAME_APPEND_OPTION)
+            or config.get(options.NAME_APPEND)
             or NameAppendType.NUMBER_SEQUENCE.value
         )
         ideal_name = re.sub("-+", "-", munge_title_to_name(title))
@@ -182,14 +183,14 @@ class HarvesterBase(p.SingletonPlugin):
         width = _SUFFIX_WIDTH.get(append_type)
         if width is None:
             raise NotImplementedError("append_type cannot be %s" % append_type)
-        taken = _names_starting_with(ideal_name[: max_length - width])
+        taken = _package.names_starting_with(ideal_name[: max_length - width])
         taken.discard(existing_name)
         if ideal_name not in taken:
             return ideal_name
         if existing_name and existing_name.startswith(ideal_name):
             return existing_name
         if append_type == NameAppendType.NUMBER_SEQUENCE:
-            return _first_free_numbered_name(ideal_name, taken)
+            return _package.first_free_numbered_name(ideal_name, taken)
         return ideal_name[: max_length - width] + str(uuid.uuid4())[:width]
 
     # --- gather helpers ----------------------------------------------------
@@ -308,11 +309,12 @@ class HarvesterBase(p.SingletonPlugin):
             self._create_package(context, package_dict, harvest_object, form)
         else:
             package_dict["name"] = existing["name"]
-            if not _is_newer(package_dict, existing, _imported_modified(existing["id"])):
+            if not _package.is_newer(package_dict, existing,
+                                       _package.imported_modified(existing["id"])):
                 log.info("Package with GUID %s not updated, skipping", harvest_object.guid)
                 return UNCHANGED
             self._update_package(context, package_dict, existing, harvest_object, form)
-        _record_remote_modified(harvest_object, package_dict)
+        _package.record_remote_modified(harvest_object, package_dict)
         model.Session.commit()
         return True
 
@@ -357,7 +359,7 @@ class HarvesterBase(p.SingletonPlugin):
         # The object refers to a dataset that package_create is about to insert.
         model.Session.execute(sa.text(DEFER_PACKAGE_FKEY))
         model.Session.flush()
-        data_dict = _action_form(package_dict, form, context)
+        data_dict = _package.action_form(package_dict, form, context)
         toolkit.get_action("package_create")(context, data_dict)
 
     def _update_package(
@@ -374,7 +376,7 @@ class HarvesterBase(p.SingletonPlugin):
         for field in _not_overwrite_fields():
             if field in existing:
                 package_dict[field] = existing[field]
-        data_dict = _action_form(package_dict, form, context, existing["id"])
+        data_dict = _package.action_form(package_dict, form, context, existing["id"])
         toolkit.get_action("package_update")(context, data_dict)
         model.Session.query(HarvestObject).filter(
             HarvestObject.package_id == package_dict["id"]
@@ -403,11 +405,7 @@ class HarvesterBase(p.SingletonPlugin):
             tag strings (deduplicated)
         :returns: the cleaned tags, in the same form
         """
-        try:
-            return _clean_tag_dicts(tags)
-        except TypeError:
-            munged = (munge_tag(tag) for tag in tags)
-            return list(dict.fromkeys(tag for tag in munged if tag))
+        return _package.clean_tags(tags, munge_tag)  # this module's: tests patch it
 
 
 # --- module helpers -----------------------------------------------------------
@@ -440,7 +438,6 @@ def check_http_url(url: str) -> None:
         )
 
 
-
 def _harvest_sysadmin_name() -> NameOrNone:
     """Return ``'harvest'`` when a sysadmin user of that name exists."""
     context = cast(Context, {
@@ -453,146 +450,7 @@ def _harvest_sysadmin_name() -> NameOrNone:
     return HARVEST_USER_NAME if user.get("sysadmin") else None
 
 
-def _names_starting_with(prefix: str) -> set[NameOrNone]:
-    """Names of all datasets (any state or type) starting with ``prefix``."""
-    escaped = re.sub(r"([\\%_])", r"\\\1", prefix)
-    rows = model.Session.query(model.Package.name).filter(
-        model.Package.name.ilike(escaped + "%", escape="\\")
-    )
-    return {row[0] for row in rows}
-
-
-def _first_free_numbered_name(ideal_name: str, taken: set[NameOrNone]) -> NameOrNone:
-    """``ideal_name`` followed by the lowest free number 1..999 (None if none)."""
-    max_length = model.PACKAGE_NAME_MAX_LENGTH
-    for number in range(1, 1000):
-        suffix = str(number)
-        candidate = ideal_name[: max_length - len(suffix)] + suffix
-        if candidate not in taken:
-            return candidate
-    return None
-
-
-def _is_newer(
-    package_dict: dict[str, Any],
-    existing: dict[str, Any],
-    imported: Optional[datetime.datetime] = None,
-) -> bool:
-    """Whether the harvested dataset must overwrite the local one.
-
-    The remote ``metadata_modified`` is compared with the remote one recorded at
-    the last import (``imported``), when known: the local copy's own
-    ``metadata_modified`` is a local time (CKAN 2.11 stamps the import time, any
-    local edit moves it), so comparing with it skips remote changes dated before
-    the import or the edit. Without a recorded value (objects imported before
-    this was recorded, harvesters that do not use ``_create_or_update_package``)
-    the local copy's ``metadata_modified`` is the reference, as in the original
-    extension. ISO dates are compared as dates when both parse, else as strings.
-    A harvested dict without ``metadata_modified`` always updates.
-    """
-    modified = package_dict.get("metadata_modified")
-    if modified is None:
-        return True
-    if imported is not None:
-        remote = _parse_modified(modified)
-        if remote is not None:
-            return remote > imported
-    return modified > existing.get("metadata_modified", "")
-
-
-def _parse_modified(value: Any) -> Optional[datetime.datetime]:
-    """An ISO ``metadata_modified`` as a naive UTC datetime (None if it is not one)."""
-    try:
-        parsed = datetime.datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    return parsed
-
-
-def _imported_modified(package_id: str) -> Optional[datetime.datetime]:
-    """The remote ``metadata_modified`` recorded when the dataset was last imported."""
-    return model.Session.query(HarvestObject.metadata_modified_date).filter(
-        HarvestObject.package_id == package_id, HarvestObject.current.is_(True)
-    ).order_by(HarvestObject.import_finished.desc().nullslast()).limit(1).scalar()
-
-
-def _record_remote_modified(harvest_object: HarvestObject,
-                            package_dict: dict[str, Any]) -> None:
-    """Keep the imported remote ``metadata_modified`` on the object (unless the
-    harvester set ``metadata_modified_date`` itself): the next import compares
-    with it."""
-    if harvest_object.metadata_modified_date is None:
-        harvest_object.metadata_modified_date = _parse_modified(
-            package_dict.get("metadata_modified"))
-
-
 def _not_overwrite_fields() -> list[str]:
     """Fields of ``ckan.harvest.not_overwrite_fields`` (spaces or commas)."""
-    value = toolkit.aslist(config.get(NOT_OVERWRITE_OPTION))
+    value = toolkit.aslist(config.get(options.NOT_OVERWRITE_FIELDS))
     return [field for item in value for field in item.split(",") if field]
-
-
-def _clean_tag_dicts(tags: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Munge the ``name`` of each tag dict; a TypeError means plain strings."""
-    for tag in tags:
-        tag["name"] = munge_tag(tag["name"])
-    return [tag for tag in tags if tag["name"]]
-
-
-def _action_form(
-    package_dict: dict[str, Any],
-    form: str,
-    context: Context,
-    existing_id: NameOrNone = None,
-) -> dict[str, Any]:
-    """Return ``package_dict`` ready for ``package_create``/``package_update``.
-
-    :param existing_id: id of the local dataset being updated, if any
-    """
-    if form == PackageDictForm.PACKAGE_SHOW:
-        return package_dict
-    stored = model.Package.get(existing_id) if existing_id else None
-    existing_extras = dict(stored.extras or {}) if stored is not None else {}
-    return _rest_to_action_dict(package_dict, context.get("api_version"), existing_extras)
-
-
-def _rest_to_action_dict(
-    package_dict: dict[str, Any],
-    api_version: Optional[int],
-    existing_extras: Optional[dict[str, Any]] = None,
-) -> dict[str, Any]:
-    """Convert a legacy REST API dataset dict to the action API form.
-
-    Tags may be a space separated string or a list of names; extras a dict (merged
-    over the extras stored for the dataset being updated, as REST updates did);
-    groups a list of names (API version 1) or ids (version 2); a lone
-    ``download_url`` becomes a resource. Values already in action form are kept.
-    """
-    data = dict(package_dict)
-    if "tags" in data:
-        data["tags"] = _rest_tags(data["tags"])
-    if isinstance(data.get("extras"), dict):
-        data["extras"] = [
-            {"key": key, "value": value}
-            for key, value in {**(existing_extras or {}), **data["extras"]}.items()
-        ]
-    if data.get("groups"):
-        key = "name" if api_version == 1 else "id"
-        data["groups"] = [
-            {key: group} if isinstance(group, str) else group for group in data["groups"]
-        ]
-    download_url = data.pop("download_url", None)
-    if download_url and not data.get("resources"):
-        data["resources"] = [{"url": download_url}]
-    return data
-
-
-def _rest_tags(tags: Any) -> Any:
-    """REST tags (string or list of names) as a list of tag dicts."""
-    if isinstance(tags, str):
-        tags = tags.split()
-    if not isinstance(tags, list):
-        return tags
-    return [{"name": tag} if isinstance(tag, str) else tag for tag in tags]

@@ -1,0 +1,210 @@
+"""Helpers of ``HarvesterBase`` for writing a harvested dataset.
+
+* free dataset names: the names already taken by a prefix, and the first free
+  numbered variant of a name;
+* remote modification dates: whether a harvested dataset is newer than its local
+  copy, and recording the remote ``metadata_modified`` of an import;
+* dataset dicts: the legacy REST form converted to the action API form, and tags
+  cleaned with a munging function.
+
+Nothing here reads the configuration: what depends on it (the name suffix, the
+fields not to overwrite, the user) stays in :mod:`.base`, which passes down what
+these helpers need (e.g. its own ``munge_tag``, which tests patch).
+"""
+from __future__ import annotations
+
+import datetime
+import enum
+import re
+from typing import Any, Callable, Optional
+
+from ckan import model
+from ckan.types import Context
+
+from ckanext.harvest.model import HarvestObject
+
+__all__ = [
+    "NameOrNone",
+    "PackageDictForm",
+    "action_form",
+    "clean_tags",
+    "first_free_numbered_name",
+    "imported_modified",
+    "is_newer",
+    "names_starting_with",
+    "parse_modified",
+    "record_remote_modified",
+    "rest_to_action_dict",
+]
+
+NameOrNone = Optional[str]
+
+
+class PackageDictForm(str, enum.Enum):
+    """The two shapes of dataset dict ``_create_or_update_package`` accepts."""
+
+    REST = "rest"
+    PACKAGE_SHOW = "package_show"
+
+
+# --- names -----------------------------------------------------------------------
+
+
+def names_starting_with(prefix: str) -> set[NameOrNone]:
+    """Names of all datasets (any state or type) starting with ``prefix``."""
+    escaped = re.sub(r"([\\%_])", r"\\\1", prefix)
+    rows = model.Session.query(model.Package.name).filter(
+        model.Package.name.ilike(escaped + "%", escape="\\")
+    )
+    return {row[0] for row in rows}
+
+
+def first_free_numbered_name(ideal_name: str, taken: set[NameOrNone]) -> NameOrNone:
+    """``ideal_name`` followed by the lowest free number 1..999 (None if none)."""
+    max_length = model.PACKAGE_NAME_MAX_LENGTH
+    for number in range(1, 1000):
+        suffix = str(number)
+        candidate = ideal_name[: max_length - len(suffix)] + suffix
+        if candidate not in taken:
+            return candidate
+    return None
+
+
+# --- remote modification dates -----------------------------------------------------
+
+
+def is_newer(
+    package_dict: dict[str, Any],
+    existing: dict[str, Any],
+    imported: Optional[datetime.datetime] = None,
+) -> bool:
+    """Whether the harvested dataset must overwrite the local one.
+
+    The remote ``metadata_modified`` is compared with the remote one recorded at
+    the last import (``imported``), when known: the local copy's own
+    ``metadata_modified`` is a local time (CKAN 2.11 stamps the import time, any
+    local edit moves it), so comparing with it skips remote changes dated before
+    the import or the edit. Without a recorded value (objects imported before
+    this was recorded, harvesters that do not use ``_create_or_update_package``)
+    the local copy's ``metadata_modified`` is the reference, as in the original
+    extension. ISO dates are compared as dates when both parse, else as strings.
+    A harvested dict without ``metadata_modified`` always updates.
+    """
+    modified = package_dict.get("metadata_modified")
+    if modified is None:
+        return True
+    if imported is not None:
+        remote = parse_modified(modified)
+        if remote is not None:
+            return remote > imported
+    return modified > existing.get("metadata_modified", "")
+
+
+def parse_modified(value: Any) -> Optional[datetime.datetime]:
+    """An ISO ``metadata_modified`` as a naive UTC datetime (None if it is not one)."""
+    try:
+        parsed = datetime.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+def imported_modified(package_id: str) -> Optional[datetime.datetime]:
+    """The remote ``metadata_modified`` recorded when the dataset was last imported."""
+    return model.Session.query(HarvestObject.metadata_modified_date).filter(
+        HarvestObject.package_id == package_id, HarvestObject.current.is_(True)
+    ).order_by(HarvestObject.import_finished.desc().nullslast()).limit(1).scalar()
+
+
+def record_remote_modified(harvest_object: HarvestObject,
+                           package_dict: dict[str, Any]) -> None:
+    """Keep the imported remote ``metadata_modified`` on the object (unless the
+    harvester set ``metadata_modified_date`` itself): the next import compares
+    with it."""
+    if harvest_object.metadata_modified_date is None:
+        harvest_object.metadata_modified_date = parse_modified(
+            package_dict.get("metadata_modified"))
+
+
+# --- dataset dicts -----------------------------------------------------------------
+
+
+def clean_tags(tags: list[Any], munge: Callable[[str], str]) -> list[Any]:
+    """Munge tag names with ``munge``, dropping empty ones.
+
+    :param tags: tag dicts (``package_show`` form, order kept, no dedupe) or
+        tag strings (deduplicated)
+    :returns: the cleaned tags, in the same form
+    """
+    try:
+        return _clean_tag_dicts(tags, munge)
+    except TypeError:
+        munged = (munge(tag) for tag in tags)
+        return list(dict.fromkeys(tag for tag in munged if tag))
+
+
+def _clean_tag_dicts(tags: list[dict[str, Any]],
+                     munge: Callable[[str], str]) -> list[dict[str, Any]]:
+    """Munge the ``name`` of each tag dict; a TypeError means plain strings."""
+    for tag in tags:
+        tag["name"] = munge(tag["name"])
+    return [tag for tag in tags if tag["name"]]
+
+
+def action_form(
+    package_dict: dict[str, Any],
+    form: str,
+    context: Context,
+    existing_id: NameOrNone = None,
+) -> dict[str, Any]:
+    """Return ``package_dict`` ready for ``package_create``/``package_update``.
+
+    :param existing_id: id of the local dataset being updated, if any
+    """
+    if form == PackageDictForm.PACKAGE_SHOW:
+        return package_dict
+    stored = model.Package.get(existing_id) if existing_id else None
+    existing_extras = dict(stored.extras or {}) if stored is not None else {}
+    return rest_to_action_dict(package_dict, context.get("api_version"), existing_extras)
+
+
+def rest_to_action_dict(
+    package_dict: dict[str, Any],
+    api_version: Optional[int],
+    existing_extras: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """Convert a legacy REST API dataset dict to the action API form.
+
+    Tags may be a space separated string or a list of names; extras a dict (merged
+    over the extras stored for the dataset being updated, as REST updates did);
+    groups a list of names (API version 1) or ids (version 2); a lone
+    ``download_url`` becomes a resource. Values already in action form are kept.
+    """
+    data = dict(package_dict)
+    if "tags" in data:
+        data["tags"] = _rest_tags(data["tags"])
+    if isinstance(data.get("extras"), dict):
+        data["extras"] = [
+            {"key": key, "value": value}
+            for key, value in {**(existing_extras or {}), **data["extras"]}.items()
+        ]
+    if data.get("groups"):
+        key = "name" if api_version == 1 else "id"
+        data["groups"] = [
+            {key: group} if isinstance(group, str) else group for group in data["groups"]
+        ]
+    download_url = data.pop("download_url", None)
+    if download_url and not data.get("resources"):
+        data["resources"] = [{"url": download_url}]
+    return data
+
+
+def _rest_tags(tags: Any) -> Any:
+    """REST tags (string or list of names) as a list of tag dicts."""
+    if isinstance(tags, str):
+        tags = tags.split()
+    if not isinstance(tags, list):
+        return tags
+    return [{"name": tag} if isinstance(tag, str) else tag for tag in tags]
