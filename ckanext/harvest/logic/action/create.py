@@ -45,7 +45,7 @@ def harvest_source_create(context: Context, data_dict: DataDict) -> dict[str, An
     :returns: the new source dataset
     """
     data_dict = dict(data_dict, type=DATASET_TYPE_NAME)
-    context = dict(context, extras_as_string=True)  # type: ignore[assignment]
+    context = Context(context, extras_as_string=True)  # type: ignore[assignment]
     return toolkit.get_action("package_create")(context, data_dict)
 
 
@@ -63,15 +63,15 @@ def harvest_job_create(context: Context, data_dict: DataDict) -> dict[str, Any]:
     :raises HarvestSourceInactiveError: the source is inactive
     :raises HarvestJobExists: the source already has a New or Running job
     """
-    toolkit.check_access("harvest_job_create", dict(context), data_dict)
+    toolkit.check_access("harvest_job_create", Context(context), data_dict)
     source_id = data_dict.get("source_id")
     job = jobs.create_job(source_id)
     if toolkit.asbool(data_dict.get("run", True)):
         toolkit.get_action("harvest_send_job_to_gather_queue")(
-            dict(context), {"id": job.id}
+            Context(context), {"id": job.id}
         )
     job = jobs.get_job_or_404(job.id)
-    return harvest_job_dictize(job, dict(context, return_error_summary=False))
+    return harvest_job_dictize(job, Context(context, return_error_summary=False))
 
 
 def harvest_job_create_all(context: Context, data_dict: DataDict) -> list[dict[str, Any]]:
@@ -80,9 +80,9 @@ def harvest_job_create_all(context: Context, data_dict: DataDict) -> list[dict[s
     :param run: send the jobs to the gather queue (default True)
     :returns: the job dicts created
     """
-    toolkit.check_access("harvest_job_create_all", dict(context), data_dict)
+    toolkit.check_access("harvest_job_create_all", Context(context), data_dict)
     source_list = toolkit.get_action("harvest_source_list")(
-        dict(context), dict(data_dict, only_active=True)
+        Context(context), dict(data_dict, only_active=True)
     )
     created = []
     for source in source_list:
@@ -91,7 +91,7 @@ def harvest_job_create_all(context: Context, data_dict: DataDict) -> list[dict[s
             continue
         try:
             created.append(toolkit.get_action("harvest_job_create")(
-                dict(context), {"source_id": source["id"], "run": data_dict.get("run", True)}
+                Context(context), {"source_id": source["id"], "run": data_dict.get("run", True)}
             ))
         except HarvestJobExists:
             log.info("Skipping source %s: it has an unfinished job", source["id"])
@@ -109,7 +109,7 @@ def harvest_object_create(context: Context, data_dict: DataDict) -> dict[str, An
     :param extras: a dict of strings
     :returns: the object dict
     """
-    toolkit.check_access("harvest_object_create", dict(context), data_dict)
+    toolkit.check_access("harvest_object_create", Context(context), data_dict)
     data, errors = toolkit.navl_validate(
         dict(data_dict), harvest_object_create_schema(), context
     )

@@ -24,5 +24,5 @@ def harvest_source_patch(context: Context, data_dict: DataDict) -> dict[str, Any
             "The harvest_source_patch action is not available on this version of CKAN"
         ) from None
     data_dict = dict(data_dict, type=DATASET_TYPE_NAME)
-    context = dict(context, extras_as_string=True)  # type: ignore[assignment]
+    context = Context(context, extras_as_string=True)  # type: ignore[assignment]
     return patch(context, data_dict)
