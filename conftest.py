@@ -18,6 +18,14 @@ def clean_db(reset_db):
 
 
 @pytest.fixture
+def sysadmin():
+    """A new sysadmin user (dict)."""
+    from ckan.tests import factories
+
+    return factories.Sysadmin()
+
+
+@pytest.fixture
 def cli(ckan_config):
     """CKAN's ``cli`` runner with stderr kept apart (click 8.1, CKAN 2.11, mixes them)."""
     from ckan.tests.helpers import CKANCliRunner

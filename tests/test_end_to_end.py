@@ -19,16 +19,14 @@ import pytest
 from ckan import model
 from ckan.plugins import toolkit
 
+from tests.support.marks import harvest_site
 from tests.support.site import (
     BACKENDS,
     datasets,
     job_stats,
 )
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", "harvest test_harvester"),
-    pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index"),
-]
+pytestmark = harvest_site()
 
 
 # --- the tests -----------------------------------------------------------------------

@@ -18,6 +18,7 @@ from ckan.tests.helpers import call_action
 from ckanext.harvest.log import DBLogHandler
 from ckanext.harvest.model import HarvestJob, HarvestLog, JobStatus, clean_harvest_log
 from ckanext.harvest.tests import factories as harvest_factories
+from tests.support.marks import harvest_site
 
 PARENT = "ckanext.harvest"
 CHILDREN = [
@@ -43,10 +44,7 @@ SCOPES = {
     7: HARVESTERS,
 }
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", "harvest test_harvester"),
-    pytest.mark.usefixtures("with_plugins", "clean_db"),
-]
+pytestmark = harvest_site(index=False)
 
 
 @pytest.fixture(autouse=True)

@@ -10,11 +10,9 @@ from ckan.plugins import toolkit
 from ckanext.harvest.harvesters.ckanharvester import CKANHarvester
 from ckanext.harvest.tests.lib import run_harvest
 from tests.downstream import mock_ckan
+from tests.support.marks import harvest_site
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", "harvest ckan_harvester"),
-    pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index"),
-]
+pytestmark = harvest_site("harvest ckan_harvester")
 
 
 @pytest.fixture

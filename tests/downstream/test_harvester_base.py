@@ -9,11 +9,9 @@ import pytest
 from ckanext.harvest.harvesters.base import HarvesterBase
 from ckanext.harvest.model import HarvestGatherError
 from ckanext.harvest.tests import factories
+from tests.support.marks import harvest_site
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", "harvest test_harvester"),
-    pytest.mark.usefixtures("with_plugins", "clean_db"),
-]
+pytestmark = harvest_site(index=False)
 
 
 def _finished_job(source, gathered):

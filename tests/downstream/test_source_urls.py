@@ -5,11 +5,9 @@ import pytest
 from ckan.plugins import toolkit
 
 from ckanext.harvest.tests import factories
+from tests.support.marks import harvest_site
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", "harvest ckan_harvester test_harvester"),
-    pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index"),
-]
+pytestmark = harvest_site("harvest ckan_harvester test_harvester")
 
 
 @pytest.mark.parametrize("url", ["basic_test", "urn:catalogue:42", "/srv/exports/catalogue.xml"])

@@ -21,11 +21,9 @@ from ckanext.harvest.lib import mail
 from ckanext.harvest.lib.secret_config import REDACTED
 from ckanext.harvest.model import HarvestSource
 from ckanext.harvest.tests import factories as harvest_factories
+from tests.support.marks import harvest_site
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", "harvest test_harvester ckan_harvester"),
-    pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index"),
-]
+pytestmark = harvest_site("harvest test_harvester ckan_harvester")
 
 SECRET = "s3cr3t-t0ken-value"
 CONFIG = {"api_key": SECRET, "password": "pa55word-value", "default_tags": ["a"]}

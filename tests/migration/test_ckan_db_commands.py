@@ -5,11 +5,9 @@ import pytest
 from ckan.cli.cli import ckan as ckan_cli
 
 from ckanext.harvest.model import migrations
+from tests.support.marks import harvest_site
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", "harvest ckan_harvester"),
-    pytest.mark.usefixtures("with_plugins", "clean_db"),
-]
+pytestmark = harvest_site("harvest ckan_harvester", index=False)
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,6 @@ import redis
 import sqlalchemy as sa
 from ckan import model
 from ckan.plugins import toolkit
-from ckan.tests import factories
 from freezegun import freeze_time
 
 from ckanext.harvest.logic import HarvestJobExists, HarvestSourceInactiveError
@@ -26,11 +25,9 @@ from ckanext.harvest.model import (
     HarvestSource,
 )
 from ckanext.harvest.tests import factories as harvest_factories
+from tests.support.marks import harvest_site
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", "harvest test_harvester test_harvester2"),
-    pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index"),
-]
+pytestmark = harvest_site("harvest test_harvester test_harvester2")
 
 NOW = datetime.datetime(2024, 5, 15, 12, 0, 0)
 ZERO_STATS = {"added": 0, "updated": 0, "not modified": 0, "errored": 0, "deleted": 0}
@@ -41,11 +38,6 @@ JOB_COLUMNS = {
 
 
 # --- fixtures and helpers -----------------------------------------------------
-
-
-@pytest.fixture
-def sysadmin() -> dict[str, Any]:
-    return factories.Sysadmin()
 
 
 @pytest.fixture

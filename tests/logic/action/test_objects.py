@@ -20,11 +20,9 @@ from ckanext.harvest.model import (
 )
 from ckanext.harvest.tests import factories as harvest_factories
 from ckanext.harvest.tests.harvesters import MockHarvester
+from tests.support.marks import harvest_site
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", "harvest test_harvester test_harvester2"),
-    pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index"),
-]
+pytestmark = harvest_site("harvest test_harvester test_harvester2")
 
 NOW = datetime.datetime(2024, 5, 15, 12, 0, 0)
 OBJECT_KEYS = {
@@ -36,11 +34,6 @@ OBJECT_KEYS = {
 
 
 # --- helpers ------------------------------------------------------------------
-
-
-@pytest.fixture
-def sysadmin() -> dict[str, Any]:
-    return factories.Sysadmin()
 
 
 @pytest.fixture

@@ -19,14 +19,12 @@ from ckanext.harvest.model import (
     HarvestObjectExtra,
     HarvestSource,
 )
+from tests.support.marks import harvest_site
 
 PLUGINS = "harvest test_harvester test_harvester2"
 NOW = datetime.datetime.utcnow()
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", PLUGINS),
-    pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index"),
-]
+pytestmark = harvest_site(PLUGINS)
 
 
 # Helpers ------------------------------------------------------------------
