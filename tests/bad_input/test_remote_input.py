@@ -30,11 +30,9 @@ from tests.harvesters.test_ckanharvester import (  # noqa: F401 - fixtures
     harvester,
     remote,
 )
+from tests.support.marks import harvest_site
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", "harvest ckan_harvester"),
-    pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index"),
-]
+pytestmark = harvest_site("harvest ckan_harvester")
 
 
 def _names() -> set[str]:

@@ -23,15 +23,13 @@ from ckanext.harvest.model import (
     JobStatus,
     ReportStatus,
 )
+from tests.support.marks import harvest_site
 
 NAME_APPEND = "ckanext.harvest.default_dataset_name_append"
 SITE_USER = "test.ckan.net"  # ckan.site_id of test-core.ini
 HEX5 = "[0-9a-f]{5}"
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", "harvest"),
-    pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index"),
-]
+pytestmark = harvest_site("harvest")
 
 
 class BaseTestHarvester(HarvesterBase):

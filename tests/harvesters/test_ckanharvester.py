@@ -41,11 +41,9 @@ from ckanext.harvest.model import (
 )
 from ckanext.harvest.tests.factories import HarvestJobObj, HarvestSourceObj
 from ckanext.harvest.tests.lib import run_harvest_job
+from tests.support.marks import harvest_site
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", "harvest ckan_harvester"),
-    pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index"),
-]
+pytestmark = harvest_site("harvest ckan_harvester")
 
 REMOTE = "http://remote.example.com"
 SEARCH_URL = REMOTE + "/api/3/action/package_search"
