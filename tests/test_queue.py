@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from typing import Any, Callable
+from unittest import mock
 
 import pytest
 import sqlalchemy as sa
@@ -14,6 +15,7 @@ from ckan import model
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from ckanext.harvest import mq, queue
+from ckanext.harvest.lib import worker
 from ckanext.harvest.model import (
     HarvestGatherError,
     HarvestJob,
@@ -24,8 +26,9 @@ from ckanext.harvest.model import (
     ObjectState,
     ReportStatus,
 )
+from ckanext.harvest.mq import legacy
 from ckanext.harvest.mq import redis as mq_redis
-from tests.mq import BROKERS, private_site, take
+from tests.mq import BROKERS, config_snapshot, delete_site, private_site, take
 
 pytestmark = [
     pytest.mark.ckan_config("ckan.plugins", "harvest test_harvester"),
@@ -347,7 +350,7 @@ def test_fetch_consumer_gives_back_a_message_on_database_error(monkeypatch):
     def broken_get(*args: Any, **kwargs: Any) -> Any:
         raise DatabaseError("SELECT", {}, Exception("database is gone"))
 
-    monkeypatch.setattr(queue, "RETRY_DELAY_SECONDS", 0)
+    monkeypatch.setattr(worker, "RETRY_DELAY_SECONDS", 0)
     monkeypatch.setattr(HarvestObject, "get", broken_get)
     send("fetch", harvest_object_id="some-object")
 
@@ -366,8 +369,8 @@ def test_fetch_consumer_survives_errors_outside_the_stages(error, requeued,
         raise error
 
     obj = object_for()
-    monkeypatch.setattr(queue, "RETRY_DELAY_SECONDS", 0)
-    monkeypatch.setattr(queue, "_may_fetch", broken)
+    monkeypatch.setattr(worker, "RETRY_DELAY_SECONDS", 0)
+    monkeypatch.setattr(worker, "_may_fetch", broken)
     send("fetch", harvest_object_id=obj.id)
 
     assert queue.run_fetch_consumer(stop_after=1) == 1
@@ -413,7 +416,7 @@ def test_import_that_lost_its_database_connection_is_retried(harvester, monkeypa
         harvester.import_stage,
         lambda obj, exc: HarvestObjectError.create(str(exc), obj, "Import"))
     monkeypatch.setattr(harvester, "import_stage", import_stage)
-    monkeypatch.setattr(queue, "RETRY_DELAY_SECONDS", 0)
+    monkeypatch.setattr(worker, "RETRY_DELAY_SECONDS", 0)
     obj = object_for(guid="db-lost")
     send("fetch", harvest_object_id=obj.id)
 
@@ -434,7 +437,7 @@ def test_gather_that_lost_its_database_connection_is_retried(harvester, monkeypa
         harvester.gather_stage,
         lambda job, exc: HarvestGatherError.create(repr(exc), job))
     monkeypatch.setattr(harvester, "gather_stage", gather_stage)
-    monkeypatch.setattr(queue, "RETRY_DELAY_SECONDS", 0)
+    monkeypatch.setattr(worker, "RETRY_DELAY_SECONDS", 0)
     job = make_job(make_source(datasets=[{"guid": "g1"}, {"guid": "g2"}]))
     send("gather", harvest_job_id=job.id)
 
@@ -487,7 +490,7 @@ def _imported_at_the_second_delivery(guid: str, calls: list[str],
                                      monkeypatch: Any) -> HarvestObject:
     """Send an object's message and consume twice: the first delivery fails (as
     the test arranged), the second imports it. Returns the object, reloaded."""
-    monkeypatch.setattr(queue, "RETRY_DELAY_SECONDS", 0)
+    monkeypatch.setattr(worker, "RETRY_DELAY_SECONDS", 0)
     obj = object_for(guid=guid)
     send("fetch", harvest_object_id=obj.id)
 
@@ -529,7 +532,7 @@ def test_consumer_survives_when_its_session_connection_is_dead_too(harvester,
     """Found by the faults suite: every connection of the consumer terminated at
     once; the lock's failed, and removing the session (its rollback on a dead
     connection) raised in turn, which ended the consumer process."""
-    original = queue._exclusive
+    original = worker._exclusive
     calls: list[str] = []
 
     def exclusive(object_id: str) -> Any:
@@ -540,7 +543,7 @@ def test_consumer_survives_when_its_session_connection_is_dead_too(harvester,
                                    Exception("server closed the connection"))
         return original(object_id)
 
-    monkeypatch.setattr(queue, "_exclusive", exclusive)
+    monkeypatch.setattr(worker, "_exclusive", exclusive)
 
     _imported_at_the_second_delivery("all-connections-lost", calls, monkeypatch)
 
@@ -559,7 +562,7 @@ def _lock_object(object_id: str) -> Any:
 
 
 def test_duplicate_message_of_an_object_being_processed_is_given_back(monkeypatch):
-    monkeypatch.setattr(queue, "RETRY_DELAY_SECONDS", 0)
+    monkeypatch.setattr(worker, "RETRY_DELAY_SECONDS", 0)
     obj = object_for(guid="busy")
     send("fetch", harvest_object_id=obj.id)
     other_consumer = _lock_object(obj.id)
@@ -584,7 +587,7 @@ def test_duplicate_message_of_an_object_being_processed_is_given_back(monkeypatc
 def test_an_object_finished_while_waiting_for_its_lock_is_not_processed_again():
     obj = object_for(guid="raced")
     send("fetch", harvest_object_id=obj.id)
-    original = queue._exclusive
+    original = worker._exclusive
 
     def finished_meanwhile(object_id: str) -> Any:
         # The other consumer completes the object between our load and our lock.
@@ -595,7 +598,7 @@ def test_an_object_finished_while_waiting_for_its_lock_is_not_processed_again():
         return original(object_id)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(queue, "_exclusive", finished_meanwhile)
+        patch.setattr(worker, "_exclusive", finished_meanwhile)
         assert queue.run_fetch_consumer(stop_after=1, idle_timeout=10) == 1
 
     obj = fresh(HarvestObject, obj.id)
@@ -786,7 +789,7 @@ def test_a_harvest_runs_through_both_consumers(broker, ckan_config, monkeypatch)
         job = fresh(HarvestJob, job.id)
         assert sorted((o.guid, o.state, o.report_status) for o in job.objects) == [
             ("e2e-new", "COMPLETE", "added"), ("e2e-same", "COMPLETE", "not modified")]
-        with queue._open(queue._fetch_spec()) as fetch:
+        with legacy.open_queue(queue.config, queue._fetch_spec()) as fetch:
             assert take(fetch, timeout=0.2) is None
 
 
@@ -794,8 +797,8 @@ def _nothing_left(broker: str) -> bool:
     """Nothing pending on either queue (and, on Redis, nothing unacknowledged)."""
     if broker == "redis":
         return nothing_in_flight()
-    with queue._open(queue._fetch_spec()) as fetch, \
-            queue._open(queue._gather_spec()) as gather:
+    with legacy.open_queue(queue.config, queue._fetch_spec()) as fetch, \
+            legacy.open_queue(queue.config, queue._gather_spec()) as gather:
         return take(fetch, timeout=0.2) is None and take(gather, timeout=0.2) is None
 
 
@@ -954,6 +957,74 @@ def test_get_connection_rejects_an_unknown_queue_type(ckan_config, monkeypatch):
 
     with pytest.raises(mq.UnknownBackendError, match="not a valid queue type"):
         queue.get_connection()
+
+
+@pytest.fixture
+def patched_site(ckan_config: Any) -> Any:
+    """A plain dict patched over ``queue.config`` (as downstream suites do), naming
+    a site of its own on the same Redis."""
+    site = f"test.ckan.net.{uuid.uuid4().hex[:10]}"
+    settings = dict(config_snapshot(ckan_config), **{"ckan.site_id": site,
+                                                     "ckan.harvest.mq.type": "redis"})
+    try:
+        with mock.patch("ckanext.harvest.queue.config", settings):
+            yield site
+    finally:
+        delete_site("redis", site)
+
+
+def _pending(site: str, key: str) -> list[str]:
+    bodies = redis().lrange(f"ckanext-harvest:{site}:{key}", 0, -1)
+    return [json.loads(body)[key] for body in bodies]
+
+
+def test_a_patched_config_reaches_publishers_consumers_and_purge(patched_site):
+    send("gather", harvest_job_id="j-1")
+    send("fetch", harvest_object_id="o-1")
+    assert (_pending(patched_site, "harvest_job_id"),
+            _pending(patched_site, "harvest_object_id")) == (["j-1"], ["o-1"])
+
+    consumer = queue.get_fetch_consumer()
+    method, _, body = consumer.basic_get(queue=queue.get_fetch_queue_name())
+    assert json.loads(body) == {"harvest_object_id": "o-1"}
+    consumer.basic_ack(method.delivery_tag)
+    consumer.close()
+    queue.purge_queues()
+
+    assert (_pending(patched_site, "harvest_job_id"),
+            _pending(patched_site, "harvest_object_id")) == ([], [])
+    assert not redis().exists(f"ckanext-harvest:{patched_site}:harvest_object_id:o-1")
+
+
+def test_a_patched_config_reaches_the_consumer_loops_and_resubmission(patched_site):
+    job = make_job(make_source(datasets=[{"guid": "p1"}, {"guid": "p2"}]))
+    send("gather", harvest_job_id=job.id)
+
+    assert queue.run_gather_consumer(stop_after=1, idle_timeout=10) == 1
+    objects = fresh(HarvestJob, job.id).objects
+    assert sorted(_pending(patched_site, "harvest_object_id")) == sorted(
+        o.id for o in objects)
+    redis().delete(f"ckanext-harvest:{patched_site}:harvest_object_id")
+    queue.resubmit_objects()  # both objects WAITING, neither queued: re-sent
+    assert sorted(_pending(patched_site, "harvest_object_id")) == sorted(
+        o.id for o in objects)
+    assert queue.run_fetch_consumer(stop_after=2, idle_timeout=10) == 2
+
+    assert {o.state for o in fresh(HarvestJob, job.id).objects} == {
+        ObjectState.COMPLETE.value}
+    assert fetch_queue_ids() == []  # the site of ckan's own config saw nothing
+
+
+@pytest.mark.parametrize("call", [
+    queue.get_connection, queue.get_gather_publisher, queue.get_fetch_consumer,
+    queue.purge_queues, queue.resubmit_jobs, queue.resubmit_objects,
+    lambda: queue.run_gather_consumer(stop_after=1, idle_timeout=1),
+    lambda: queue.run_fetch_consumer(stop_after=1, idle_timeout=1),
+])
+def test_a_patched_queue_type_reaches_every_entry_point(call):
+    with mock.patch("ckanext.harvest.queue.config", {"ckan.harvest.mq.type": "x"}):
+        with pytest.raises(mq.UnknownBackendError, match=r"\bx\b"):
+            call()
 
 
 def test_get_harvester_finds_plugins_by_name():

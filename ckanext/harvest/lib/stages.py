@@ -1,0 +1,118 @@
+"""Stage drivers: a harvester's stages run on one job or one object.
+
+The framework owns what surrounds each stage: the job's gather timestamps, the
+object's state, timestamps and report status, and the clean-up of a gather that
+raised. A harvester only implements the stage itself. The queue consumers
+(:mod:`ckanext.harvest.lib.worker`) and ``ckan harvester run-test``
+(:mod:`ckanext.harvest.lib.testrun`) drive the same functions; both are public
+through :mod:`ckanext.harvest.queue`.
+
+Nothing here depends on configuration or on the queues.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ckan import model
+
+from ckanext.harvest.lib import harvesters
+from ckanext.harvest.model import HarvestJob, HarvestObject, ObjectState, ReportStatus, utcnow
+
+
+def delete_job_objects(job_id: str) -> None:
+    """Delete a job's objects (their extras and errors go by cascade); commit."""
+    model.Session.query(HarvestObject).filter(
+        HarvestObject.harvest_job_id == job_id
+    ).delete(synchronize_session=False)
+    model.Session.commit()
+
+
+def get_harvester(source_type: str) -> Any:
+    """Return the first ``IHarvester`` plugin named ``source_type``, or None."""
+    return harvesters.find_harvester(source_type)
+
+
+def harvesters_named(source_type: str) -> list[Any]:
+    """Every ``IHarvester`` plugin named ``source_type``."""
+    return [h for h in harvesters.all_harvesters()
+            if harvesters.harvester_name(h) == source_type]
+
+
+def gather_stage(harvester: Any, job: HarvestJob) -> Any:
+    """Run ``harvester.gather_stage(job)`` with the job's gather timestamps.
+
+    ``gather_finished`` is set and saved even when the harvester raises; then the
+    objects of the job are deleted and the exception propagates.
+
+    :returns: what the harvester returned (a list of object ids on success)
+    """
+    job.gather_started = utcnow()
+    job.save()
+    try:
+        return harvester.gather_stage(job)
+    except BaseException:
+        model.Session.rollback()
+        delete_job_objects(job.id)
+        raise
+    finally:
+        job.gather_finished = utcnow()
+        job.save()
+
+
+def _report_status(obj: HarvestObject) -> str:
+    if obj.state == ObjectState.ERROR.value:
+        return ReportStatus.ERRORED.value
+    if obj.current is False:
+        return ReportStatus.DELETED.value
+    same_package = model.Session.query(HarvestObject).filter(
+        HarvestObject.package_id == obj.package_id
+    ).count()
+    return (ReportStatus.UPDATED if same_package >= 2 else ReportStatus.ADDED).value
+
+
+def _import(harvester: Any, obj: HarvestObject) -> bool:
+    """Run the import stage; returns False when the object is done ("unchanged")."""
+    obj.import_started = utcnow()
+    obj.state = ObjectState.IMPORT.value
+    obj.save()
+    result = harvester.import_stage(obj)
+    obj.import_finished = utcnow()
+    if result:
+        obj.state = ObjectState.COMPLETE.value
+        if result == "unchanged":
+            obj.report_status = ReportStatus.NOT_MODIFIED.value
+            obj.save()
+            return False
+    else:
+        obj.state = ObjectState.ERROR.value
+    # Saved with the report status: a crash in between would leave a finished
+    # object without one, and its redelivery is skipped as already done.
+    return True
+
+
+def fetch_and_import_stages(harvester: Any, obj: HarvestObject) -> None:
+    """Run the fetch stage of ``obj``, then its import stage if fetch returned True.
+
+    Sets the state, timestamps and report status of the object (each step
+    committed; the final state together with the report status). Exceptions
+    raised by the harvester propagate.
+    """
+    obj.fetch_started = utcnow()
+    obj.state = ObjectState.FETCH.value
+    obj.save()
+    result = harvester.fetch_stage(obj)
+    obj.fetch_finished = utcnow()
+    obj.save()
+    if result is True:
+        if not _import(harvester, obj):
+            return
+    elif result == "unchanged":
+        obj.state = ObjectState.COMPLETE.value
+        obj.report_status = ReportStatus.NOT_MODIFIED.value
+        obj.save()
+        return
+    else:
+        obj.state = ObjectState.ERROR.value
+    model.Session.flush()
+    obj.report_status = _report_status(obj)
+    obj.save()
