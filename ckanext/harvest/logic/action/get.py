@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from ckan import model
 from ckan.plugins import toolkit
@@ -16,6 +16,12 @@ from ckanext.harvest.logic.dictization import (
     harvest_log_dictize,
     harvest_object_dictize,
     harvest_source_dictize,
+)
+from ckanext.harvest.logic.types import (
+    HarvesterInfo,
+    JobReport,
+    Recipient,
+    SourceStatus,
 )
 from ckanext.harvest.logic.validators import check_string_params
 from ckanext.harvest.model import HarvestJob, HarvestLog, HarvestSource, LogLevel
@@ -61,7 +67,7 @@ def harvest_source_show(context: Context, data_dict: DataDict) -> dict[str, Any]
 
 
 @toolkit.side_effect_free
-def harvest_source_show_status(context: Context, data_dict: DataDict) -> dict[str, Any]:
+def harvest_source_show_status(context: Context, data_dict: DataDict) -> SourceStatus:
     """Return the job count, the last job and the number of datasets of a source.
 
     :param id: the id of the source (names are not resolved)
@@ -70,8 +76,11 @@ def harvest_source_show_status(context: Context, data_dict: DataDict) -> dict[st
     toolkit.check_access("harvest_source_show_status", Context(context), data_dict)
     status = sources.source_status(data_dict.get("id"))
     last_job = status["last_job"]
-    status["last_job"] = harvest_job_dictize(last_job, context) if last_job else None
-    return status
+    return {
+        "job_count": status["job_count"],
+        "last_job": harvest_job_dictize(last_job, context) if last_job else None,
+        "total_datasets": status["total_datasets"],
+    }
 
 
 @toolkit.side_effect_free
@@ -111,14 +120,14 @@ def harvest_job_show(context: Context, data_dict: DataDict) -> dict[str, Any]:
 
 
 @toolkit.side_effect_free
-def harvest_job_report(context: Context, data_dict: DataDict) -> dict[str, Any]:
+def harvest_job_report(context: Context, data_dict: DataDict) -> JobReport:
     """Return the gather errors and per-object errors of a job.
 
     :param id: the job id
     """
     toolkit.check_access("harvest_job_show", Context(context), data_dict)
     job = jobs.get_job_or_404(data_dict.get("id"))
-    return objects.job_report(job)
+    return cast(JobReport, objects.job_report(job))
 
 
 @toolkit.side_effect_free
@@ -175,14 +184,14 @@ def harvest_object_list(context: Context, data_dict: DataDict) -> list[str]:
 
 
 @toolkit.side_effect_free
-def harvesters_info_show(context: Context, data_dict: DataDict) -> list[dict[str, Any]]:
+def harvesters_info_show(context: Context, data_dict: DataDict) -> list[HarvesterInfo]:
     """Describe every loaded harvester (``info()`` plus ``show_config``)."""
     toolkit.check_access("harvesters_info_show", Context(context), data_dict)
-    available = []
+    available: list[HarvesterInfo] = []
     for harvester in harvesters.all_harvesters():
         if not harvesters.harvester_name(harvester):
             continue
-        info = dict(harvester.info())
+        info = cast(HarvesterInfo, dict(harvester.info()))
         info["show_config"] = info.get("form_config_interface", "") == "Text"
         available.append(info)
     return available
@@ -221,7 +230,7 @@ def harvest_log_list(context: Context, data_dict: DataDict) -> list[dict[str, An
 
 def harvest_get_notifications_recipients(
     context: Context, data_dict: DataDict
-) -> list[dict[str, str]]:
+) -> list[Recipient]:
     """Who receives the status e-mails of a source (chain it to change that).
 
     :param source_id: the source id
@@ -230,7 +239,7 @@ def harvest_get_notifications_recipients(
     toolkit.check_access("harvest_get_notifications_recipients", Context(context), data_dict)
     site_user = toolkit.get_action("get_site_user")({"ignore_auth": True}, {})
     own_context: Any = {"user": site_user["name"], "ignore_auth": True}
-    recipients = [
+    recipients: list[Recipient] = [
         {"name": user.name, "email": user.email}
         for user in model.Session.query(model.User).filter(
             model.User.sysadmin.is_(True), model.User.state == "active"
@@ -245,11 +254,11 @@ def harvest_get_notifications_recipients(
     return recipients
 
 
-def _org_admins(context: Context, org_id: str) -> list[dict[str, str]]:
+def _org_admins(context: Context, org_id: str) -> list[Recipient]:
     members = toolkit.get_action("member_list")(
         Context(context), {"id": org_id, "object_type": "user", "capacity": "admin"}
     )
-    admins = []
+    admins: list[Recipient] = []
     for user_id, _type, _capacity in members:
         user = toolkit.get_action("user_show")(Context(context), {"id": user_id})
         if (user.get("email") or "").strip():

@@ -24,6 +24,7 @@ from ckanext.harvest.lib.mail import (  # noqa: F401 - public names of this modu
 )
 from ckanext.harvest.logic.action.get import harvest_source_show
 from ckanext.harvest.logic.dictization import harvest_job_dictize
+from ckanext.harvest.logic.types import SourceRef
 from ckanext.harvest.model import Frequency, HarvestJob
 from ckanext.harvest.mq import MessageKey
 
@@ -67,7 +68,7 @@ def harvest_source_update(context: Context, data_dict: DataDict) -> dict[str, An
     return toolkit.get_action("package_update")(context, data_dict)
 
 
-def harvest_source_clear(context: Context, data_dict: DataDict) -> dict[str, str]:
+def harvest_source_clear(context: Context, data_dict: DataDict) -> SourceRef:
     """Delete the datasets harvested by a source, and its jobs and objects.
 
     :param id: the source id
@@ -81,7 +82,7 @@ def harvest_source_clear(context: Context, data_dict: DataDict) -> dict[str, str
     return {"id": source.id}
 
 
-def harvest_source_index_clear(context: Context, data_dict: DataDict) -> dict[str, str]:
+def harvest_source_index_clear(context: Context, data_dict: DataDict) -> SourceRef:
     """Remove the datasets of a source from the search index.
 
     :param id: the source id
