@@ -35,7 +35,7 @@ help:
 	@echo "make test    - install services + virtualenv, run the whole test suite"
 	@echo "make demo    - install, run a real harvest, serve CKAN on http://127.0.0.1:5000"
 	@echo "make test-faults - the fault-injection suite (tests/faults, ~15 min)"
-	@echo "make lint    - ruff and mypy"
+	@echo "make lint    - ruff, mypy and lint-imports (the layer contracts of pyproject.toml)"
 	@echo "make i18n    - extract messages, update and compile the catalogues"
 	@echo "make bench   - harvest benchmark (bench/README.rst)"
 	@echo "CKAN_VERSION=2.11.x make test  - run the suite on the newest CKAN 2.11"
@@ -68,6 +68,7 @@ db: services solr venv
 	$(BIN)/ckan -c $(TEST_INI) db upgrade -p harvest
 
 test: db
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest --ckan-ini=$(TEST_INI) tests $(PYTEST_ARGS)
 
 # The fault-injection suite (tests/faults, docs/testing.rst): a real harvest of 1,000+
@@ -82,6 +83,7 @@ test-faults: db
 lint: venv
 	$(BIN)/ruff check ckanext tests dev
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # Message catalogues (docs/web-interface.rst, Translations)
 I18N := ckanext/harvest/i18n

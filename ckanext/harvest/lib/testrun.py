@@ -1,7 +1,7 @@
 """Run a harvest job in this process, without the queues and their consumers.
 
 The three stages run one after another here, through the same stage drivers
-the consumers use (:mod:`ckanext.harvest.queue`), then the job is closed as
+the consumers use (:mod:`ckanext.harvest.lib.stages`), then the job is closed as
 ``harvester run`` would. Used by ``ckan harvester run-test`` to develop and
 debug harvesters, and re-exported for tests of harvesters by
 :mod:`ckanext.harvest.tests.lib`.
@@ -13,7 +13,7 @@ from typing import Any
 
 from ckan.plugins import toolkit
 
-from ckanext.harvest import queue
+from ckanext.harvest.lib import stages
 from ckanext.harvest.model import HarvestObject, JobStatus, ObjectState
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def run_harvest_job(job: Any, harvester: Any) -> dict[str, Any]:
     """
     job.status = JobStatus.RUNNING.value
     job.save()
-    object_ids = queue.gather_stage(harvester, job)
+    object_ids = stages.gather_stage(harvester, job)
     if not isinstance(object_ids, list):
         object_ids = []
     results_by_guid = {}
@@ -55,7 +55,7 @@ def run_harvest_job(job: Any, harvester: Any) -> dict[str, Any]:
                 log.info("Skipping: %s", obj.guid)
                 continue
             obj.force_import = True
-        queue.fetch_and_import_stages(harvester, obj)
+        stages.fetch_and_import_stages(harvester, obj)
         results_by_guid[obj.guid] = _result(obj)
     toolkit.get_action("harvest_jobs_run")({"ignore_auth": True}, {})
     return results_by_guid

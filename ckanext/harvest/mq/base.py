@@ -2,7 +2,7 @@
 
 A backend object is bound to one queue (gather or fetch) of one site. It moves
 JSON messages and knows nothing about jobs, objects or the database: the stage
-drivers in :mod:`ckanext.harvest.queue` decide when a message is acknowledged.
+drivers in :mod:`ckanext.harvest.lib.worker` decide when a message is acknowledged.
 
 Delivery is *at least once*: a message taken with :meth:`QueueBackend.get` or
 :meth:`QueueBackend.consume` stays owned by its consumer until
