@@ -165,21 +165,11 @@ def fetch_callback(channel: Any, method: Any, header: Any, body: Any) -> Optiona
 
 def run_gather_consumer(stop_after: Optional[int] = None,
                         idle_timeout: Optional[float] = None) -> int:
-    """Consume the gather queue (:func:`worker.run_gather_consumer`).
-
-    :param stop_after: return after handling this many messages
-    :param idle_timeout: return after this many seconds without a message
-    :returns: the number of messages handled
-    """
+    """Consume the gather queue: :func:`.worker.run_gather_consumer`."""
     return worker.run_gather_consumer(config, stop_after, idle_timeout)
 
 
 def run_fetch_consumer(stop_after: Optional[int] = None,
                        idle_timeout: Optional[float] = None) -> int:
-    """Consume the fetch queue (:func:`worker.run_fetch_consumer`).
-
-    :param stop_after: return after handling this many messages
-    :param idle_timeout: return after this many seconds without a message
-    :returns: the number of messages handled
-    """
+    """Consume the fetch queue: :func:`.worker.run_fetch_consumer`."""
     return worker.run_fetch_consumer(config, stop_after, idle_timeout)

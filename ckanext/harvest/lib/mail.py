@@ -99,30 +99,31 @@ def get_mail_extra_vars(
     }
 
 
+_SUMMARY = ("{} - Harvesting Job Successful - Summary Notification",
+            "emails/summary_email.txt")
+_ERROR = ("{} - Harvesting Job - Error Notification", "emails/error_email.txt")
+
+
+def _prepare(kind: tuple[str, str], extra_vars: dict[str, Any]) -> dict[str, str]:
+    subject, template = kind
+    return {"subject": subject.format(extra_vars["site_title"]),
+            "body": toolkit.render(template, extra_vars)}
+
+
 def prepare_summary_mail(
     context: Context, source_id: str, status: dict[str, Any], config: Settings = None
 ) -> dict[str, str]:
     """Subject and body of the summary e-mail."""
-    extra_vars = get_mail_extra_vars(context, source_id, status, config)
-    return {
-        "subject": "{} - Harvesting Job Successful - Summary Notification".format(
-            extra_vars["site_title"]
-        ),
-        "body": toolkit.render("emails/summary_email.txt", extra_vars),
-    }
+    return _prepare(_SUMMARY, get_mail_extra_vars(context, source_id, status, config))
 
 
 def prepare_error_mail(
     context: Context, source_id: str, status: dict[str, Any], config: Settings = None
 ) -> dict[str, str]:
-    """Subject and body of the error e-mail."""
-    extra_vars = get_mail_extra_vars(context, source_id, status, config)
-    return {
-        "subject": "{} - Harvesting Job - Error Notification".format(
-            extra_vars["site_title"]
-        ),
-        "body": html.unescape(toolkit.render("emails/error_email.txt", extra_vars)),
-    }
+    """Subject and body of the error e-mail (HTML entities of the template undone)."""
+    mail = _prepare(_ERROR, get_mail_extra_vars(context, source_id, status, config))
+    mail["body"] = html.unescape(mail["body"])
+    return mail
 
 
 def send_summary_email(context: Context, source_id: str, status: dict[str, Any],

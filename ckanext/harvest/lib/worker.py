@@ -534,10 +534,7 @@ def run_fetch_consumer(config: Config, stop_after: Optional[int] = None,
                        idle_timeout: Optional[float] = None) -> int:
     """Consume the fetch queue: fetch and import each object.
 
-    :param config: the configuration (broker, site)
-    :param stop_after: return after handling this many messages
-    :param idle_timeout: return after this many seconds without a message
-    :returns: the number of messages handled
+    Parameters and return value as :func:`run_gather_consumer`.
     """
     return _run_consumer(config, legacy.fetch_spec(config),
                          functools.partial(_handle_fetch, config),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from contextlib import contextmanager
 from queue import Empty, Queue
 from typing import Any, Callable, Generator, Iterator, Mapping, NoReturn, Optional
@@ -25,9 +24,11 @@ from ckanext.harvest import options
 from ckanext.harvest.mq.base import (
     BLOCK_SECONDS,
     BrokerError,
+    IdleClock,
     Message,
     QueueBackend,
     QueueSpec,
+    as_int,
 )
 
 EXCHANGE_NAME = "ckan.harvest"
@@ -37,13 +38,6 @@ DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 5672
 DEFAULT_PASSWORD = "guest"
 PERSISTENT = 2
-
-
-def _as_int(value: Any, default: int) -> int:
-    try:
-        return int(value) if value not in (None, "") else default
-    except (TypeError, ValueError):
-        return default
 
 
 def parameters(config: Mapping[str, Any]) -> pika.ConnectionParameters:
@@ -57,7 +51,7 @@ def parameters(config: Mapping[str, Any]) -> pika.ConnectionParameters:
     )
     return pika.ConnectionParameters(
         host=config.get(options.MQ_HOSTNAME, None) or DEFAULT_HOST,
-        port=_as_int(config.get(options.MQ_PORT, None), DEFAULT_PORT),
+        port=as_int(config.get(options.MQ_PORT, None), DEFAULT_PORT),
         virtual_host=options.value(config, options.MQ_VIRTUAL_HOST),
         credentials=credentials,
         frame_max=10000,
@@ -177,14 +171,8 @@ def _reraise(error: BaseException) -> NoReturn:
 
 def _deliveries(pump: _Pump, idle_timeout: Optional[float]
                 ) -> Generator[Message, None, None]:
-    last = time.monotonic()
-    while True:
-        wait = BLOCK_SECONDS
-        if idle_timeout is not None:
-            remaining = idle_timeout - (time.monotonic() - last)
-            if remaining <= 0:
-                return
-            wait = min(wait, remaining)
+    clock = IdleClock(idle_timeout)
+    while (wait := clock.next_wait()) is not None:
         try:
             item = pump.inbox.get(timeout=wait)
         except Empty:
@@ -192,7 +180,7 @@ def _deliveries(pump: _Pump, idle_timeout: Optional[float]
         if isinstance(item, BaseException):
             _reraise(item)
         yield _message(*item)
-        last = time.monotonic()
+        clock.activity()
 
 
 class AmqpQueue(QueueBackend):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
+import time
 from typing import Any, Generator, Mapping, Optional
 
 #: How long one blocking wait for a message lasts, in seconds. Must stay well below
@@ -23,6 +24,38 @@ BLOCK_SECONDS = 1.0
 
 class BrokerError(Exception):
     """The broker connection failed; the caller may reconnect and go on."""
+
+
+def as_int(value: Any, default: int) -> int:
+    """An integer setting (a port, a database number); ``default`` when unset or
+    not a number."""
+    try:
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+class IdleClock:
+    """How long a consumer may block for its next message, given its idle timeout.
+
+    :param idle_timeout: seconds without a message after which the consumer
+        stops (None: never)
+    """
+
+    def __init__(self, idle_timeout: Optional[float]) -> None:
+        self.idle_timeout = idle_timeout
+        self.last = time.monotonic()
+
+    def next_wait(self) -> Optional[float]:
+        """Seconds to block (at most :data:`BLOCK_SECONDS`); None once idle too long."""
+        if self.idle_timeout is None:
+            return BLOCK_SECONDS
+        remaining = self.idle_timeout - (time.monotonic() - self.last)
+        return min(BLOCK_SECONDS, remaining) if remaining > 0 else None
+
+    def activity(self) -> None:
+        """A message arrived: the idle time starts again."""
+        self.last = time.monotonic()
 
 
 class MessageKey(str, enum.Enum):

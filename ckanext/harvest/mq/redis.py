@@ -26,7 +26,6 @@ import datetime
 import json
 import logging
 import threading
-import time
 import uuid
 import weakref
 from contextlib import contextmanager
@@ -38,11 +37,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ckanext.harvest import options
 from ckanext.harvest.mq.base import (
-    BLOCK_SECONDS,
     BrokerError,
+    IdleClock,
     Message,
     QueueBackend,
     QueueSpec,
+    as_int,
 )
 
 log = logging.getLogger(__name__)
@@ -81,13 +81,6 @@ def _texts(values: Any) -> list[str]:
     return [_text(value) for value in values]
 
 
-def _as_int(value: Any, default: int) -> int:
-    try:
-        return int(value) if value not in (None, "") else default
-    except (TypeError, ValueError):
-        return default
-
-
 def connect(config: Mapping[str, Any]) -> redis_py.Redis:
     """Return a Redis client for the harvest queues.
 
@@ -102,9 +95,9 @@ def connect(config: Mapping[str, Any]) -> redis_py.Redis:
         return redis_py.Redis.from_url(url, decode_responses=True, encoding="utf-8")
     return redis_py.Redis(
         host=hostname or DEFAULT_HOST,
-        port=_as_int(config.get(options.MQ_PORT, None), DEFAULT_PORT),
+        port=as_int(config.get(options.MQ_PORT, None), DEFAULT_PORT),
         password=config.get(options.MQ_PASSWORD, None) or None,
-        db=_as_int(options.value(config, options.MQ_REDIS_DB), 0),
+        db=as_int(options.value(config, options.MQ_REDIS_DB), 0),
         decode_responses=True,
         encoding="utf-8",
     )
@@ -302,14 +295,9 @@ class RedisQueue(QueueBackend):
         ``Redis Exception: <error>`` and dropped.
         """
         self._register()
-        last = time.monotonic()
-        while True:
-            wait = BLOCK_SECONDS
-            if idle_timeout is not None:
-                remaining = idle_timeout - (time.monotonic() - last)
-                if remaining <= 0:
-                    return
-                wait = max(min(wait, remaining), 0.01)
+        clock = IdleClock(idle_timeout)
+        while (wait := clock.next_wait()) is not None:
+            wait = max(wait, 0.01)
             with _broker_errors():
                 # redis-py annotates the timeout as int; Redis >= 6 takes seconds
                 # as a float.
@@ -319,7 +307,7 @@ class RedisQueue(QueueBackend):
             if message is None:
                 continue
             yield message
-            last = time.monotonic()
+            clock.activity()
 
     # -- settling --------------------------------------------------------------
 
