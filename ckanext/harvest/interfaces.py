@@ -75,3 +75,15 @@ class IHarvester(Interface):
 
         :returns: a dict of field name to validator list
         """
+
+    def validate_source_url(self, url: str) -> Optional[str]:
+        """Optional. Check the URL of a source of this type (create and update).
+
+        The framework has checked that it is not empty, not too long and free
+        of control characters; what else a URL must be is the harvester's
+        business (e.g. ``http(s)://`` for a harvester fetching over HTTP).
+
+        :param url: the submitted URL
+        :returns: None to keep it, or the URL to store instead
+        :raises Exception: to refuse it; the message is the validation error
+        """

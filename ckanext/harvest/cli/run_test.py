@@ -7,7 +7,7 @@ progress bar over the fetched objects in a terminal.
 from __future__ import annotations
 
 from contextlib import ExitStack
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 import click
 
@@ -21,13 +21,14 @@ from ckanext.harvest.cli.base import (
     source_dict,
 )
 from ckanext.harvest.cli.output import format_jobs
+from ckanext.harvest.interfaces import IHarvester
 from ckanext.harvest.model import JobStatus
 
 
 class _ProgressHarvester:
     """Wraps a harvester to advance a progress bar as objects are fetched."""
 
-    def __init__(self, harvester: Any, progress: Progress, label: str,
+    def __init__(self, harvester: IHarvester, progress: Progress, label: str,
                  stack: ExitStack) -> None:
         self._harvester = harvester
         self._progress = progress
@@ -123,8 +124,8 @@ def run_test_harvester(
         raise RuntimeError("No harvester found for type: {}".format(source_type))
     with ExitStack() as stack:
         label = "Harvesting {}".format(source.get("name") or source["id"])
-        run_harvest_job(job, _ProgressHarvester(
-            harvester, progress or NoProgress, label, stack))
+        wrapped = _ProgressHarvester(harvester, progress or NoProgress, label, stack)
+        run_harvest_job(job, cast(IHarvester, wrapped))
     return True
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 from ckan import plugins as p
 
@@ -11,12 +11,12 @@ from ckanext.harvest.interfaces import IHarvester
 log = logging.getLogger(__name__)
 
 
-def all_harvesters() -> Iterator[Any]:
+def all_harvesters() -> Iterator[IHarvester]:
     """Yield every loaded harvester plugin."""
     yield from p.PluginImplementations(IHarvester)
 
 
-def harvester_name(harvester: Any) -> Optional[str]:
+def harvester_name(harvester: IHarvester) -> Optional[str]:
     """Return ``info()['name']`` of a harvester, None when it has no usable info."""
     try:
         info = harvester.info()
@@ -33,7 +33,7 @@ def registered_names() -> list[str]:
     return [name for name in map(harvester_name, all_harvesters()) if name]
 
 
-def find_harvester(source_type: Optional[str]) -> Optional[Any]:
+def find_harvester(source_type: Optional[str]) -> Optional[IHarvester]:
     """Return the harvester handling ``source_type``, None when there is none."""
     for harvester in all_harvesters():
         if harvester_name(harvester) == source_type:

@@ -8,6 +8,7 @@ from typing import Any, Optional
 from ckan import model
 from ckan.plugins import toolkit
 
+from ckanext.harvest.interfaces import IHarvester
 from ckanext.harvest.lib import harvesters
 from ckanext.harvest.model import (
     HarvestGatherError,
@@ -105,7 +106,7 @@ def job_report(job: HarvestJob) -> dict[str, Any]:
     }
 
 
-def _original_url(harvester: Any, object_id: str) -> Optional[str]:
+def _original_url(harvester: Optional[IHarvester], object_id: str) -> Optional[str]:
     if harvester is None or not hasattr(harvester, "get_original_url"):
         return None
     return harvester.get_original_url(object_id) or None

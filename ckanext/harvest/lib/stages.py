@@ -15,6 +15,7 @@ from typing import Any
 
 from ckan import model
 
+from ckanext.harvest.interfaces import IHarvester
 from ckanext.harvest.lib import harvesters
 from ckanext.harvest.model import HarvestJob, HarvestObject, ObjectState, ReportStatus, utcnow
 
@@ -38,7 +39,7 @@ def harvesters_named(source_type: str) -> list[Any]:
             if harvesters.harvester_name(h) == source_type]
 
 
-def gather_stage(harvester: Any, job: HarvestJob) -> Any:
+def gather_stage(harvester: IHarvester, job: HarvestJob) -> Any:
     """Run ``harvester.gather_stage(job)`` with the job's gather timestamps.
 
     ``gather_finished`` is set and saved even when the harvester raises; then the
@@ -70,7 +71,7 @@ def _report_status(obj: HarvestObject) -> str:
     return (ReportStatus.UPDATED if same_package >= 2 else ReportStatus.ADDED).value
 
 
-def _import(harvester: Any, obj: HarvestObject) -> bool:
+def _import(harvester: IHarvester, obj: HarvestObject) -> bool:
     """Run the import stage; returns False when the object is done ("unchanged")."""
     obj.import_started = utcnow()
     obj.state = ObjectState.IMPORT.value
@@ -90,7 +91,7 @@ def _import(harvester: Any, obj: HarvestObject) -> bool:
     return True
 
 
-def fetch_and_import_stages(harvester: Any, obj: HarvestObject) -> None:
+def fetch_and_import_stages(harvester: IHarvester, obj: HarvestObject) -> None:
     """Run the fetch stage of ``obj``, then its import stage if fetch returned True.
 
     Sets the state, timestamps and report status of the object (each step

@@ -13,6 +13,7 @@ from typing import Any
 
 from ckan.plugins import toolkit
 
+from ckanext.harvest.interfaces import IHarvester
 from ckanext.harvest.lib import stages
 from ckanext.harvest.model import HarvestObject, JobStatus, ObjectState
 
@@ -33,7 +34,7 @@ def _result(obj: HarvestObject) -> dict[str, Any]:
     return result
 
 
-def run_harvest_job(job: Any, harvester: Any) -> dict[str, Any]:
+def run_harvest_job(job: Any, harvester: IHarvester) -> dict[str, Any]:
     """Gather, fetch and import a job in-process, then finish it.
 
     A ``force_import`` attribute on ``job`` (a text) limits the import to the

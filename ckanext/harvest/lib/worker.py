@@ -42,6 +42,7 @@ from ckan import model
 from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError, PendingRollbackError
 
 from ckanext.harvest import mq, options
+from ckanext.harvest.interfaces import IHarvester
 from ckanext.harvest.lib.recovery import (
     discard_session,
     forget_fetch_attempt,
@@ -187,7 +188,7 @@ def _record_gather_error(job: HarvestJob, exc: BaseException) -> None:
     )
 
 
-def _run_gather(harvester: Any, job: HarvestJob) -> Any:
+def _run_gather(harvester: IHarvester, job: HarvestJob) -> Any:
     """Gather; a harvester exception becomes a gather error (result None)."""
     try:
         return gather_stage(harvester, job)
@@ -338,7 +339,7 @@ def _record_object_failure(obj: HarvestObject, exc: Exception) -> None:
     obj.save()
 
 
-def _run_object_stages(harvester: Any, obj: HarvestObject) -> None:
+def _run_object_stages(harvester: IHarvester, obj: HarvestObject) -> None:
     object_id = obj.id  # reading it after a failed commit would query again
     try:
         fetch_and_import_stages(harvester, obj)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ckanext.harvest.interfaces import IHarvester
 from ckanext.harvest.lib.testrun import run_harvest_job
 from ckanext.harvest.tests.factories import HarvestJobObj, HarvestSourceObj
 
 __all__ = ["run_harvest", "run_harvest_job"]
 
 
-def run_harvest(url: str, harvester: Any, config: str = "") -> dict[str, Any]:
+def run_harvest(url: str, harvester: IHarvester, config: str = "") -> dict[str, Any]:
     """Create (or reuse) a source for ``url`` and run one job of it.
 
     :returns: results by guid (see :func:`run_harvest_job`)
