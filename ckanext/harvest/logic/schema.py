@@ -17,6 +17,7 @@ from ckanext.harvest.logic.validators import (
     harvest_source_id_exists,
     harvest_source_type_exists,
     harvest_source_url_validator,
+    string_param,
 )
 
 Schema = dict[str, Any]
@@ -35,6 +36,17 @@ owner_org_validator = toolkit.get_validator("owner_org_validator")
 boolean_validator = toolkit.get_validator("boolean_validator")
 convert_to_extras = toolkit.get_converter("convert_to_extras")
 convert_from_extras = toolkit.get_converter("convert_from_extras")
+
+
+def harvest_source_show_params_schema() -> Schema:
+    """The parameters of ``harvest_source_show`` (others pass to ``package_show``)."""
+    return {"id": [ignore_missing, string_param], "url": [ignore_missing, string_param],
+            "__extras": [ignore]}
+
+
+def harvest_object_list_params_schema() -> Schema:
+    """The parameters of ``harvest_object_list``."""
+    return {"source_id": [ignore_missing, string_param], "__extras": [ignore]}
 
 
 def harvest_source_schema() -> Schema:

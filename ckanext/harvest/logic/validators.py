@@ -31,16 +31,26 @@ MAX_URL_LENGTH = 2048
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def check_string_params(data_dict: Any, *keys: str) -> None:
-    """Refuse ids sent as lists or objects (JSON bodies), or holding NUL characters
-    (which PostgreSQL cannot store or compare), with a clear message."""
-    errors = {}
-    for key in keys:
-        value = data_dict.get(key)
-        if value is not None and not isinstance(value, str):
-            errors[key] = ["Must be a string"]
-        elif value and "\x00" in value:
-            errors[key] = ["Must not contain NUL characters"]
+def string_param(value: Any) -> Any:
+    """Refuse an id sent as a list or an object (JSON bodies), or holding NUL
+    characters (which PostgreSQL cannot store or compare)."""
+    if value is None:
+        return value
+    if not isinstance(value, str):
+        raise Invalid("Must be a string")
+    if "\x00" in value:
+        raise Invalid("Must not contain NUL characters")
+    return value
+
+
+def check_params(data_dict: Any, schema: dict[str, Any], context: Context) -> None:
+    """Validate an action's parameters against a navl ``schema``, like CKAN's
+    ``@validate`` decorator, but leaving ``data_dict`` as it is (the action
+    passes it on, unknown keys included).
+
+    :raises ValidationError: with the errors of the invalid parameters
+    """
+    _, errors = validate(dict(data_dict), schema, context)
     if errors:
         raise toolkit.ValidationError(errors)
 

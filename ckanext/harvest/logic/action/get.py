@@ -11,6 +11,7 @@ from ckan.types import Context, DataDict
 
 from ckanext.harvest import options
 from ckanext.harvest.lib import harvesters, jobs, objects, secret_config, sources
+from ckanext.harvest.logic import schema
 from ckanext.harvest.logic.dictization import (
     harvest_job_dictize,
     harvest_log_dictize,
@@ -23,7 +24,7 @@ from ckanext.harvest.logic.types import (
     Recipient,
     SourceStatus,
 )
-from ckanext.harvest.logic.validators import check_string_params
+from ckanext.harvest.logic.validators import check_params
 from ckanext.harvest.model import HarvestJob, HarvestLog, HarvestSource, LogLevel
 
 # ``config`` is read at call time through this module (downstream tests patch
@@ -54,7 +55,7 @@ def harvest_source_show(context: Context, data_dict: DataDict) -> dict[str, Any]
     :returns: the source dataset dict
     :raises ObjectNotFound: no such source
     """
-    check_string_params(data_dict, "id", "url")
+    check_params(data_dict, schema.harvest_source_show_params_schema(), context)
     data_dict = dict(data_dict)
     if not data_dict.get("id") and data_dict.get("url"):
         source = HarvestSource.get(data_dict["url"], attr="url")
@@ -178,7 +179,7 @@ def harvest_object_list(context: Context, data_dict: DataDict) -> list[str]:
     :param only_current: only current objects (default True)
     """
     toolkit.check_access("harvest_object_list", Context(context), data_dict)
-    check_string_params(data_dict, "source_id")
+    check_params(data_dict, schema.harvest_object_list_params_schema(), context)
     only_current = toolkit.asbool(data_dict.get("only_current", True))
     return objects.object_ids(data_dict.get("source_id"), only_current)
 
