@@ -39,14 +39,10 @@ from ckanext.harvest.model import (
 )
 from ckanext.harvest.plugin import Harvest
 from ckanext.harvest.tests import factories as harvest_factories
+from tests.support.marks import harvest_site
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", "harvest test_harvester"),
-    pytest.mark.usefixtures(
-        "with_plugins", "clean_db", "clean_index", "clean_queues",
-        "with_extended_cli", "harvester_command",
-    ),
-]
+pytestmark = harvest_site(
+    fixtures=("clean_queues", "with_extended_cli", "harvester_command"))
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -30,6 +30,7 @@ from ckan import model
 
 from ckanext.harvest import queue
 from ckanext.harvest.model import HarvestJob, HarvestObject, HarvestSource
+from tests.support.marks import harvest_site
 from tests.support.site import (
     BACKENDS,
     Consumer,
@@ -38,10 +39,7 @@ from tests.support.site import (
     job_stats,
 )
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", "harvest test_harvester"),
-    pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index"),
-]
+pytestmark = harvest_site()
 
 OBJECTS = 300
 #: The fetch consumer is killed each time it has completed this many more objects.

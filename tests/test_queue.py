@@ -29,11 +29,9 @@ from ckanext.harvest.model import (
 from ckanext.harvest.mq import legacy
 from ckanext.harvest.mq import redis as mq_redis
 from tests.mq import BROKERS, config_snapshot, delete_site, private_site, take
+from tests.support.marks import harvest_site
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", "harvest test_harvester"),
-    pytest.mark.usefixtures("clean_db", "with_plugins"),
-]
+pytestmark = harvest_site(index=False)
 
 
 @pytest.fixture(autouse=True)

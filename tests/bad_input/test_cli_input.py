@@ -11,11 +11,10 @@ from ckan import model
 from ckan.cli.cli import ckan as ckan_command
 
 from ckanext.harvest.tests import factories as harvest_factories
+from tests.support.marks import harvest_site
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", "harvest ckan_harvester test_harvester"),
-    pytest.mark.usefixtures("with_plugins", "clean_db", "with_extended_cli"),
-]
+pytestmark = harvest_site("harvest ckan_harvester test_harvester", index=False,
+                          fixtures=("with_extended_cli",))
 
 _TABLES = ("harvest_source", "harvest_job", "harvest_object", "harvest_gather_error",
            "harvest_object_error", "package", "\"group\"", "member")

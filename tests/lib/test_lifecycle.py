@@ -4,17 +4,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from ckan import model
 from ckan.plugins import get_plugin, toolkit
 
 from ckanext.harvest.tests.lib import run_harvest
+from tests.support.marks import harvest_site
 
-pytestmark = [
-    pytest.mark.ckan_config("ckan.plugins", "harvest test_harvester test_harvester2"),
-    pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index", "clean_queues"),
-]
+pytestmark = harvest_site("harvest test_harvester test_harvester2", fixtures=("clean_queues",))
 
 URL = "http://lifecycle.example.org/"
 CONFIG = {"datasets": [{"guid": "a", "title": "A"}, {"guid": "b"}],
