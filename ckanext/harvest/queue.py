@@ -93,7 +93,7 @@ def get_fetch_routing_key() -> str:
     return _fetch_spec().routing_key
 
 
-def get_connection() -> Any:
+def get_connection() -> legacy.Connection:
     """A new connection to the configured broker (:func:`legacy.get_connection`)."""
     return legacy.get_connection(config)
 
@@ -108,32 +108,32 @@ def get_connection_redis() -> redis_py.Redis:
     return legacy.get_connection_redis(config)
 
 
-def get_publisher(routing_key: str) -> Any:
+def get_publisher(routing_key: str) -> legacy.AnyPublisher:
     """A publisher of ``routing_key`` on the configured broker."""
     return legacy.get_publisher(config, routing_key)
 
 
-def get_gather_publisher() -> Any:
+def get_gather_publisher() -> legacy.AnyPublisher:
     """Publisher of the gather queue: ``send({"harvest_job_id": id})``."""
     return legacy.get_gather_publisher(config)
 
 
-def get_fetch_publisher() -> Any:
+def get_fetch_publisher() -> legacy.AnyPublisher:
     """Publisher of the fetch queue: ``send({"harvest_object_id": id})``."""
     return legacy.get_fetch_publisher(config)
 
 
-def get_consumer(queue_name: str, routing_key: str) -> Any:
+def get_consumer(queue_name: str, routing_key: str) -> legacy.AnyConsumer:
     """A consumer of a queue on the configured broker."""
     return legacy.get_consumer(config, queue_name, routing_key)
 
 
-def get_gather_consumer() -> Any:
+def get_gather_consumer() -> legacy.AnyConsumer:
     """Consumer of the gather queue."""
     return legacy.get_gather_consumer(config)
 
 
-def get_fetch_consumer() -> Any:
+def get_fetch_consumer() -> legacy.AnyConsumer:
     """Consumer of the fetch queue."""
     return legacy.get_fetch_consumer(config)
 

@@ -11,14 +11,18 @@ only; the form and CKAN's ``confirm-action`` modal both send the CSRF token.
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from ckan import model
 from ckan.plugins import toolkit
+from ckan.types import Response
 from flask import Blueprint, current_app
 from flask.views import MethodView
 
 from ckanext.harvest.constants import DATASET_TYPE_NAME
+
+#: What a view returns: a rendered page, or a response (redirect, document).
+ViewResult = Union[str, Response]
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +198,7 @@ def _abort_for(error: Exception, not_found: str) -> None:
         raise error
 
 
-def refresh_view(id: str) -> Any:
+def refresh_view(id: str) -> ViewResult:
     """``harvester.refresh`` (POST): create and start a job for the source."""
     from ckanext.harvest.logic import HarvestJobExists, HarvestSourceInactiveError
 
@@ -222,7 +226,7 @@ def refresh_view(id: str) -> Any:
     return toolkit.redirect_to("harvester.admin", id=id)
 
 
-def clear_view(id: str) -> Any:
+def clear_view(id: str) -> ViewResult:
     """``harvester.clear`` (POST): delete the source's datasets, jobs and objects."""
     source_id = _show_source(id)["id"]
     try:
@@ -236,7 +240,7 @@ def clear_view(id: str) -> Any:
     return toolkit.redirect_to("harvester.admin", id=id)
 
 
-def delete_view(id: str, clear_source: Optional[bool] = None) -> Any:
+def delete_view(id: str, clear_source: Optional[bool] = None) -> ViewResult:
     """``harvester.delete`` (POST): deactivate the source (and clear it).
 
     :param clear_source: also clear it; None: the ``clear`` query argument
@@ -253,7 +257,7 @@ def delete_view(id: str, clear_source: Optional[bool] = None) -> Any:
     return toolkit.redirect_to("harvester.admin", id=id)
 
 
-def job_abort_view(source: str, id: str) -> Any:
+def job_abort_view(source: str, id: str) -> ViewResult:
     """``harvester.job_abort`` (POST): stop a job."""
     with _job_not_found():
         _view_action("harvest_job_abort", {"id": id})
@@ -338,7 +342,7 @@ def _document(content: str) -> tuple[str, str]:
     return content, "text/plain; charset=utf-8"
 
 
-def object_show_view(id: str, ref_type: str = "object", response: Any = None) -> Any:
+def object_show_view(id: str, ref_type: str = "object", response: Any = None) -> ViewResult:
     """``harvester.object_show``: the raw document of a harvest object.
 
     :param id: the object id (``ref_type='object'``) or a dataset id or name
@@ -368,64 +372,64 @@ def object_show_view(id: str, ref_type: str = "object", response: Any = None) ->
 class DeleteView(MethodView):
     """``/harvest/delete/<id>[?clear=True]``: deactivate (and clear) a source."""
 
-    def get(self, id: str) -> Any:
+    def get(self, id: str) -> ViewResult:
         return confirm_view("delete", id, clear=_clear_flag())
 
-    def post(self, id: str) -> Any:
+    def post(self, id: str) -> ViewResult:
         return delete_view(id, _clear_flag())
 
 
 class RefreshView(MethodView):
     """``/harvest/refresh/<id>``: start a new job."""
 
-    def get(self, id: str) -> Any:
+    def get(self, id: str) -> ViewResult:
         return confirm_view("refresh", id)
 
-    def post(self, id: str) -> Any:
+    def post(self, id: str) -> ViewResult:
         return refresh_view(id)
 
 
 class ClearView(MethodView):
     """``/harvest/clear/<id>``: delete the source's datasets and job history."""
 
-    def get(self, id: str) -> Any:
+    def get(self, id: str) -> ViewResult:
         return confirm_view("clear", id)
 
-    def post(self, id: str) -> Any:
+    def post(self, id: str) -> ViewResult:
         return clear_view(id)
 
 
 class JobAbortView(MethodView):
     """``/harvest/<source>/job/<id>/abort``: stop a job."""
 
-    def get(self, source: str, id: str) -> Any:
+    def get(self, source: str, id: str) -> ViewResult:
         return confirm_view("job_abort", source, job_id=id)
 
-    def post(self, source: str, id: str) -> Any:
+    def post(self, source: str, id: str) -> ViewResult:
         return job_abort_view(source, id)
 
 
-def admin(id: str) -> Any:
+def admin(id: str) -> ViewResult:
     return admin_view(id)
 
 
-def about(id: str) -> Any:
+def about(id: str) -> ViewResult:
     return about_view(id)
 
 
-def job_list(source: str) -> Any:
+def job_list(source: str) -> ViewResult:
     return job_list_view(source)
 
 
-def job_show_last(source: str) -> Any:
+def job_show_last(source: str) -> ViewResult:
     return job_show_last_view(source)
 
 
-def job_show(source: str, id: str) -> Any:
+def job_show(source: str, id: str) -> ViewResult:
     return job_show_view(id)
 
 
-def object_show(id: str, ref_type: str) -> Any:
+def object_show(id: str, ref_type: str) -> ViewResult:
     return object_show_view(id, ref_type)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, Union
 
 import pika
 import redis as redis_py
@@ -96,7 +96,11 @@ def open_queue(config: Mapping[str, Any], spec: QueueSpec) -> QueueBackend:
 # -- connections -------------------------------------------------------------------
 
 
-def get_connection(config: Mapping[str, Any]) -> Any:
+#: A broker connection: pika's ``BlockingConnection`` or a redis-py client.
+Connection = Union[pika.BlockingConnection, redis_py.Redis]
+
+
+def get_connection(config: Mapping[str, Any]) -> Connection:
     """Return a new connection to the configured broker (pika or redis-py).
 
     :raises UnknownBackendError: ``not a valid queue type <value>``
@@ -157,7 +161,11 @@ class RedisPublisher:
         """Nothing to release."""
 
 
-def get_publisher(config: Mapping[str, Any], routing_key: str) -> Any:
+#: A publisher of either backend (both have ``send(body)`` and ``close()``).
+AnyPublisher = Union["Publisher", "RedisPublisher"]
+
+
+def get_publisher(config: Mapping[str, Any], routing_key: str) -> AnyPublisher:
     """Return a publisher of ``routing_key`` on the configured broker.
 
     On AMQP the queue of a harvest routing key is declared and bound as well, so
@@ -172,12 +180,12 @@ def get_publisher(config: Mapping[str, Any], routing_key: str) -> Any:
     return RedisPublisher(get_connection_redis(config), routing_key)
 
 
-def get_gather_publisher(config: Mapping[str, Any]) -> Any:
+def get_gather_publisher(config: Mapping[str, Any]) -> AnyPublisher:
     """Publisher of the gather queue: ``send({"harvest_job_id": id})``."""
     return get_publisher(config, gather_spec(config).routing_key)
 
 
-def get_fetch_publisher(config: Mapping[str, Any]) -> Any:
+def get_fetch_publisher(config: Mapping[str, Any]) -> AnyPublisher:
     """Publisher of the fetch queue: ``send({"harvest_object_id": id})``."""
     return get_publisher(config, fetch_spec(config).routing_key)
 
@@ -274,7 +282,12 @@ class AmqpConsumer:
         return getattr(self.channel, name)
 
 
-def get_consumer(config: Mapping[str, Any], queue_name: str, routing_key: str) -> Any:
+#: A consumer of either backend (pika-channel-like).
+AnyConsumer = Union["AmqpConsumer", "RedisConsumer"]
+
+
+def get_consumer(config: Mapping[str, Any], queue_name: str,
+                 routing_key: str) -> AnyConsumer:
     """Return a consumer of a queue on the configured broker."""
     if backend(config) == mq.AMQP:
         spec = QueueSpec(name=queue_name, routing_key=routing_key)
@@ -282,7 +295,7 @@ def get_consumer(config: Mapping[str, Any], queue_name: str, routing_key: str) -
     return RedisConsumer(get_connection_redis(config), routing_key)
 
 
-def get_gather_consumer(config: Mapping[str, Any]) -> Any:
+def get_gather_consumer(config: Mapping[str, Any]) -> AnyConsumer:
     """Consumer of the gather queue."""
     spec = gather_spec(config)
     consumer = get_consumer(config, spec.name, spec.routing_key)
@@ -290,7 +303,7 @@ def get_gather_consumer(config: Mapping[str, Any]) -> Any:
     return consumer
 
 
-def get_fetch_consumer(config: Mapping[str, Any]) -> Any:
+def get_fetch_consumer(config: Mapping[str, Any]) -> AnyConsumer:
     """Consumer of the fetch queue."""
     spec = fetch_spec(config)
     consumer = get_consumer(config, spec.name, spec.routing_key)
