@@ -475,7 +475,9 @@ def _terminate_behind_the_session() -> None:
     pid = model.Session.execute(sa.text("SELECT pg_backend_pid()")).scalar()
     with model.meta.engine.connect() as other:
         other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        for _ in range(100):
+        # A loaded machine may take seconds to end the backend.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             if not other.execute(sa.text(
                     "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
                     {"pid": pid}).scalar():
