@@ -72,3 +72,26 @@ def test_a_job_active_within_the_timeout_keeps_its_objects():
     assert sorted(row[0] for row in _rows("SELECT state FROM harvest_object")) == [
         "COMPLETE", "ERROR", "FETCH", "IMPORT", "WAITING"]
     assert _rows("SELECT count(*) FROM harvest_object_error")[0][0] == 0
+
+
+def test_a_timed_out_job_is_never_seen_finished_with_objects_in_limbo():
+    """Job and objects close in one transaction: a reader (or a ``harvester run``
+    dying half-way) never meets a Finished job whose objects are still unfinished
+    (found by scenario 6 of the faults suite)."""
+    job = _job_abandoned_by_its_consumers(datetime.timedelta(minutes=2))
+    seen: list[tuple[str, int]] = []
+
+    def look(session: Any) -> None:
+        row = _rows("SELECT j.status, count(*) FILTER (WHERE o.state IN "
+                    "('WAITING', 'FETCH', 'IMPORT')) FROM harvest_job j JOIN "
+                    "harvest_object o ON o.harvest_job_id = j.id GROUP BY j.status")[0]
+        seen.append((row[0], row[1]))
+
+    sa.event.listen(model.Session, "after_commit", look)
+    try:
+        jobs.close_if_timed_out(job, 1)
+    finally:
+        sa.event.remove(model.Session, "after_commit", look)
+
+    assert seen and seen[-1] == ("Finished", 0)
+    assert [state for state in seen if state[0] == "Finished" and state[1]] == []

@@ -141,7 +141,8 @@ def close_if_timed_out(job: HarvestJob, timeout: int) -> bool:
 
     Its objects still ``WAITING``, ``FETCH`` or ``IMPORT`` (their consumers are
     gone, or will skip them: the job is finished) become ``ERROR`` with an object
-    error saying so: nothing is left in limbo.
+    error saying so: nothing is left in limbo. Job, gather error and objects are
+    committed together: nobody sees the job finished with objects unfinished.
 
     :returns: True when the job was closed
     """
@@ -151,7 +152,7 @@ def close_if_timed_out(job: HarvestJob, timeout: int) -> bool:
         return False
     job.status = JobStatus.FINISHED.value
     job.finished = now
-    job.save()
+    model.Session.add(job)
     message = (
         "Job {id} timeout ({timeout} minutes)\n"
         "\tJob created: {created}\n"
@@ -161,7 +162,7 @@ def close_if_timed_out(job: HarvestJob, timeout: int) -> bool:
         id=job.id, timeout=timeout, created=job.created,
         gather_finished=job.gather_finished, last=last,
     )
-    HarvestGatherError.create(message, job)
+    model.Session.add(HarvestGatherError(message=message, job=job))
     unfinished = _error_unfinished_objects(
         job, "Job {} timed out ({} minutes without activity) before this object "
         "was processed".format(job.id, timeout))
@@ -172,7 +173,8 @@ def close_if_timed_out(job: HarvestJob, timeout: int) -> bool:
 
 def _error_unfinished_objects(job: HarvestJob, message: str) -> int:
     """Set the job's unfinished objects ``ERROR`` / ``errored`` with an object
-    error ``message`` (stage ``Fetch``); commit. Returns how many there were."""
+    error ``message`` (stage ``Fetch``); commit (with what the session holds
+    already). Returns how many there were."""
     table = HarvestObject.__table__
     ids = [row[0] for row in model.Session.execute(
         sa.update(table)
