@@ -11,6 +11,7 @@ free loopback ports, with their state in a temporary directory:
   Mnesia and log directories, Erlang cookie in its own ``HOME``, no plugins). A
   restart is a clean ``rabbitmqctl shutdown`` and a new start on the same Mnesia
   directory: durable queues and persistent messages survive, as in production.
+  Its heartbeat timeout is :data:`AMQP_HEARTBEAT` seconds.
 
 Each broker gives the ``[app:main]`` options pointing a site at it
 (:meth:`site_options`).
@@ -37,6 +38,11 @@ START_TIMEOUT = 90.0
 STOP_TIMEOUT = 60.0
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 RABBITMQCTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
+#: Heartbeat timeout (s) the private RabbitMQ proposes (``HARVEST_FAULTS_AMQP_HEARTBEAT``
+#: overrides it; RabbitMQ's default is 60). RabbitMQ cuts a client that sends nothing
+#: for three timeouts (180 s by default): at 15 s, the idle scenario's 75 s cover
+#: them, so a consumer that stops answering heartbeats while idle is caught.
+AMQP_HEARTBEAT = int(os.environ.get("HARVEST_FAULTS_AMQP_HEARTBEAT") or 15)
 
 
 def _port_open(port: int) -> bool:
@@ -181,6 +187,7 @@ class PrivateRabbit(Broker):
         self.dist_port = free_port()
         self.node = f"faults-{secrets.token_hex(3)}@localhost"
         (directory / "enabled_plugins").write_text("[].\n")
+        (directory / "rabbitmq.conf").write_text(f"heartbeat = {AMQP_HEARTBEAT}\n")
         self.env = dict(
             os.environ,
             HOME=str(directory),  # the Erlang cookie of the node and of rabbitmqctl
@@ -192,7 +199,7 @@ class PrivateRabbit(Broker):
             RABBITMQ_LOG_BASE=str(directory / "log"),
             RABBITMQ_PID_FILE=str(directory / "rabbit.pid"),
             RABBITMQ_ENABLED_PLUGINS_FILE=str(directory / "enabled_plugins"),
-            RABBITMQ_CONFIG_FILE=str(directory / "rabbitmq"),  # none: defaults
+            RABBITMQ_CONFIG_FILE=str(directory / "rabbitmq.conf"),
         )
 
     def site_options(self) -> dict[str, str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from dev import make_catalogue
 from tests.support import remote as support_remote
@@ -53,11 +53,16 @@ class FaultsRemote(RemoteCkan):
 
     # -- content ------------------------------------------------------------------
 
-    def public_ids(self) -> dict[str, str]:
-        """``id -> name`` of the datasets a harvester must get (database view)."""
+    def public_ids(self, organisation: Optional[str] = None) -> dict[str, str]:
+        """``id -> name`` of the datasets a harvester must get (database view).
+
+        :param organisation: only those of this organisation (its name)
+        """
         return dict(self.query(
-            "SELECT id, name FROM package WHERE state = 'active' AND NOT private "
-            "AND type = 'dataset'"))
+            "SELECT p.id, p.name FROM package p LEFT JOIN \"group\" g ON g.id = p.owner_org "
+            "WHERE p.state = 'active' AND NOT p.private AND p.type = 'dataset' "
+            "AND (CAST(:organisation AS text) IS NULL OR g.name = :organisation)",
+            organisation=organisation))
 
     def organisations(self) -> set[str]:
         """Ids of the organisations owning public datasets."""

@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import pika
+import pika.exceptions
 import redis
 
+from ckanext.harvest import mq
+from ckanext.harvest.mq import redis as mq_redis
 from tests.faults.brokers import Broker, PrivateRabbit, PrivateRedis
 from tests.faults.proxy import FaultProxy
 from tests.support.site import Consumer, HarvestSite
@@ -108,6 +111,28 @@ class FaultSite(HarvestSite):
     def amqp(self) -> pika.BlockingConnection:
         assert isinstance(self.broker, PrivateRabbit)
         return self.broker.connection()
+
+    def waiting_consumers(self) -> dict[str, int]:
+        """``{"gather": n, "fetch": n}``: consumers the broker sees on each queue.
+
+        Redis: registered and with a live heartbeat; AMQP: subscribed.
+        """
+        specs = {"gather": mq.gather_spec(self.site_id), "fetch": mq.fetch_spec(self.site_id)}
+        if self.backend == "redis":
+            client = self.redis()
+            return {kind: sum(1 for member in client.smembers(mq_redis.registry_key(spec))
+                              if client.exists(mq_redis.alive_key(spec, member)))
+                    for kind, spec in specs.items()}
+        connection = self.amqp()
+        try:
+            channel = connection.channel()
+            return {kind: channel.queue_declare(queue=spec.name, passive=True)
+                    .method.consumer_count for kind, spec in specs.items()}
+        except pika.exceptions.ChannelClosed:  # a queue not declared yet
+            return {kind: 0 for kind in specs}
+        finally:
+            if connection.is_open:
+                connection.close()
 
     # -- processes ----------------------------------------------------------------
 

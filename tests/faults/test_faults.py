@@ -17,7 +17,11 @@ running every few seconds as cron would, while one kind of fault is injected:
    second job re-harvests what failed;
 5. two fetch consumers on the same queue;
 6. every consumer gone for good: ``harvester run`` must end the job with a timeout
-   error (``ckan.harvest.timeout = 1``) and leave no object unfinished.
+   error (``ckan.harvest.timeout = 1``) and leave no object unfinished;
+7. no fault at all, but consumers left idle on empty queues for more than a minute
+   (three heartbeat timeouts of the private RabbitMQ, after which it cuts a silent
+   client, and many times redis-py's 5 s socket timeout) before a job of one
+   remote organisation: the same processes must take it and finish it.
 
 Nobody helps the job along: it must end ``Finished`` by itself, with no object left
 ``WAITING``, ``FETCH`` or ``IMPORT``, every remote dataset exactly once locally and
@@ -63,15 +67,19 @@ class Harvest:
     """One scenario's harvest: site, consumers, source, jobs and measures."""
 
     def __init__(self, site: FaultSite, proxy: FaultProxy, remote: FaultsRemote,
-                 fetchers: int = 1, config: Optional[dict[str, Any]] = None) -> None:
+                 fetchers: int = 1, config: Optional[dict[str, Any]] = None,
+                 organisation: Optional[str] = None) -> None:
+        """:param organisation: harvest only this remote organisation's datasets"""
         self.site, self.proxy, self.remote = site, proxy, remote
-        self.remote_ids = remote.public_ids()
+        self.remote_ids = remote.public_ids(organisation)
+        config = CONFIG if config is None else config
+        if organisation:
+            config = {**config, "organizations_filter_include": [organisation]}
         self.gather = site.consumer("gather")
         self.fetchers = [site.consumer("fetch") for _ in range(fetchers)]
         for consumer in [self.gather, *self.fetchers]:
             consumer.start()
-        self.source_id = site.create_ckan_source(proxy, CONFIG if config is None
-                                                 else config)
+        self.source_id = site.create_ckan_source(proxy, config)
         self.jobs: list[str] = []
         self.imported: set[str] = set()
         self.started = time.monotonic()
@@ -401,3 +409,64 @@ def test_a_job_without_consumers_times_out(backend, remote, fault_proxy, make_fa
         backend, "6 all consumers gone",
         f"gather+fetch kill -9 after {len(imported)} imported; Finished (timeout) "
         f"{detected:.0f} s later", outcome, problems, time.monotonic() - gone)
+
+
+# --- 7. idle consumers --------------------------------------------------------------
+
+
+#: Scenario 7: how long the consumers wait on empty queues before the job: more than
+#: three heartbeat timeouts of the private RabbitMQ (tests.faults.brokers.AMQP_HEARTBEAT)
+#: and than a minute. ``HARVEST_FAULTS_IDLE_SECONDS=600`` is the ten-minute check of
+#: docs/testing.rst.
+IDLE_SECONDS = float(os.environ.get("HARVEST_FAULTS_IDLE_SECONDS") or 75)
+#: Scenario 7 harvests one remote organisation (120 datasets): the point is the
+#: idle time, not the size of the job.
+IDLE_ORGANISATION = "mapping-agency"
+#: What a consumer logs when its broker connection broke (it then reconnects).
+CONNECTION_TROUBLE = ("Queue broker connection lost", "Could not refresh consumer",
+                      "Traceback")
+
+
+def _sit_idle(site: FaultSite, seconds: float) -> float:
+    """Nothing but watching the consumers (no cron, no message) for ``seconds``."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        site.check_consumers()
+        time.sleep(1.0)
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_idle_consumers_take_the_next_job(backend, remote, fault_proxy, make_fault_site):
+    site = make_fault_site(backend, "idle")
+    harvest = Harvest(site, fault_proxy, remote, organisation=IDLE_ORGANISATION)
+    consumers = [harvest.gather, harvest.fetch]
+    both = {"gather": 1, "fetch": 1}
+    harvest.wait_for(lambda: site.waiting_consumers() == both,
+                     "both consumers waiting on the broker")
+    pids = [consumer.process.pid for consumer in consumers if consumer.process]
+    empty = site.pending_messages() == 0
+    idled = _sit_idle(site, IDLE_SECONDS)
+    waiting = site.waiting_consumers()
+
+    queued = time.monotonic()
+    job = harvest.new_job()
+    seconds = harvest.run()
+    latency = site.scalar("SELECT extract(epoch FROM gather_started - created) "
+                          "FROM harvest_job WHERE id = :id", id=job)
+
+    problems = [] if empty else ["the queues were not empty before the idle time"]
+    if waiting != both:
+        problems.append(f"after {idled:.0f} s idle, the broker sees {waiting}")
+    now = [consumer.process.pid for consumer in consumers if consumer.process]
+    if now != pids or any(consumer.starts != 1 for consumer in consumers):
+        problems.append(f"consumer processes changed: {pids} -> {now}")
+    trouble = {text: n for text in CONNECTION_TROUBLE
+               if (n := sum(consumer.log_count(text) for consumer in consumers))}
+    if trouble:
+        problems.append(f"consumer logs show connection trouble: {trouble}")
+    harvest.verdict(
+        backend, "7 idle consumers",
+        f"gather+fetch idle {idled:.0f} s (same pids); job of {len(harvest.remote_ids)} "
+        f"gathered {latency:.1f} s after queueing, finished in {seconds:.0f} s",
+        harvest.outcome(), problems, time.monotonic() - queued)
