@@ -32,8 +32,8 @@ from typing import Any, Optional
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".dev" / "bench"
 BIN = ROOT / ".venv" / "bin"
-CKAN = str(BIN / "ckan")
-PYTHON = str(BIN / "python")
+CKAN = os.environ.get("BENCH_CKAN") or str(BIN / "ckan")  # another tree: see README
+PYTHON = os.environ.get("BENCH_PYTHON") or str(BIN / "python")
 MAKE_CATALOGUE = str(ROOT / "dev" / "make_catalogue.py")
 
 DB_URL = "postgresql://ckan_default:pass@127.0.0.1/%s"
@@ -437,15 +437,53 @@ def _package_create_context(user: str) -> dict[str, Any]:
     return {"user": user, "ignore_auth": True, "schema": schema}
 
 
-def task_floor(datasets_file: str) -> dict[str, Any]:
-    """package_create of the remote dataset dicts, as the harvester would write them."""
+def _local_copies(datasets: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, str]]:
+    """The remote organisations and groups of ``datasets`` created locally, as the
+    harvester's ``create`` mode does (remote ``*_show``, same id); not timed.
+
+    :returns: local organisation id by remote id, local group id by remote name
+    """
+    import requests
     from ckan.plugins import toolkit
 
+    orgs: dict[str, str] = {}
+    groups: dict[str, str] = {}
+    drop = ("packages", "created", "users", "groups", "tags", "extras", "display_name")
+    for dataset in datasets:
+        wanted = [("organization", dataset.get("owner_org"), orgs)] + [
+            ("group", group["name"], groups) for group in dataset.get("groups") or []]
+        for kind, key, known in wanted:
+            if not key or key in known:
+                continue
+            remote = requests.get("%s/api/3/action/%s_show" % (REMOTE_URL, kind), params={
+                "id": key, "include_datasets": "false"}, timeout=60).json()["result"]
+            for name in drop + (("type",) if kind == "organization" else ()):
+                remote.pop(name, None)
+            known[key] = toolkit.get_action("%s_create" % kind)(_context(), remote)["id"]
+    return orgs, groups
+
+
+def task_floor(datasets_file: str, config: str, changed: str) -> dict[str, Any]:
+    """package_create of the remote dataset dicts, as the harvester would write them:
+    same organisation and groups as the harvest makes with the source ``config``
+    (created beforehand, not timed), else the local organisation and no group."""
+    from ckan.plugins import toolkit
+
+    options = json.loads(config)
     org_id = _ensure_org()
     datasets = json.loads(Path(datasets_file).read_text())
+    orgs, groups = _local_copies(datasets) if (
+        options.get("remote_orgs") == "create" or options.get("remote_groups") == "create"
+    ) else ({}, {})
     for dataset in datasets:
-        dataset["owner_org"] = org_id
-        dataset.pop("groups", None)
+        if options.get("remote_orgs") == "create":
+            dataset["owner_org"] = orgs.get(dataset.get("owner_org") or "", org_id)
+        else:
+            dataset["owner_org"] = org_id
+        if options.get("remote_groups") == "create":
+            dataset["groups"] = [{"id": groups[g["name"]]} for g in dataset.get("groups") or []]
+        else:
+            dataset.pop("groups", None)
         for resource in dataset.get("resources", []):
             resource.pop("url_type", None)
             resource.pop("revision_id", None)
@@ -455,7 +493,18 @@ def task_floor(datasets_file: str) -> dict[str, Any]:
     for dataset in datasets:
         create(_package_create_context(user), dataset)
     seconds = time.perf_counter() - started
-    return {"created": len(datasets), "seconds": seconds}
+    # For comparison with (3b): package_update of as many datasets as it updates,
+    # changed as dev/make_catalogue.py --touch changes them.
+    update = toolkit.get_action("package_update")
+    chosen = datasets[:round(len(datasets) * float(changed))]
+    started = time.perf_counter()
+    for dataset in chosen:
+        dataset["notes"] = (dataset.get("notes") or "") + "\n\nRevised for the bench."
+        dataset["version"] = (dataset.get("version") or "1") + ".1"
+        update(_package_create_context(user), dataset)
+    update_seconds = time.perf_counter() - started
+    return {"created": len(datasets), "seconds": seconds,
+            "updated": len(chosen), "update_seconds": update_seconds}
 
 
 def inprocess_main(ini: str, task: str, args: list[str]) -> None:
@@ -478,45 +527,88 @@ def outcome(result: dict[str, Any]) -> str:
     return ", ".join(parts or ["no object"]) + ("; %d errors" % errors if errors else "")
 
 
-def table(results: dict[str, Any]) -> str:
-    rows = [("#", "measure", "datasets", "seconds", "datasets/s", "outcome")]
-    for key, text in (("first", "(1) first harvest, end to end (consumers)"),
-                      ("unchanged", "(2) re-harvest, nothing changed"),
-                      ("changed", "(3) re-harvest, 10 % changed")):
-        r = results[key]
-        rows.append(("", text, str(r["objects"]), "%.1f" % r["seconds"],
-                     "%.1f" % r["rate"], outcome(r)))
-    f = results["floor"]
-    rows.append(("", "(4) floor: package_create in-process", str(f["created"]),
-                 "%.1f" % f["seconds"], "%.1f" % (f["created"] / f["seconds"]),
-                 "created %d" % f["created"]))
-    peaks = results["peak_rss_kib"]
-    rows.append(("", "(5) peak RSS (VmHWM) of the consumers", "", "", "", ", ".join(
-        "%s %s" % (name, mib(kib)) for name, kib in peaks.items())))
-    ratio = results["first"]["rate"] / (f["created"] / f["seconds"])
-    rows.append(("", "ratio (1) / (4)", "", "", "%.2f" % ratio,
-                 "harvest speed as a fraction of the floor"))
-    rows = [row[1:] for row in rows]
+def _fmt_table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) if i in (0, 4) else cell.rjust(w)
+    lines = ["  ".join(cell.ljust(w) if i in (0, len(row) - 1) else cell.rjust(w)
                        for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
+def verdict(value: float, limit: float, higher_is_better: bool = False) -> str:
+    ok = value >= limit if higher_is_better else value <= limit
+    return "ok" if ok else "MISSED"
+
+
+def table(results: dict[str, Any]) -> str:
+    """One table: each figure, the floor, each ratio and its target."""
+    rows: list[tuple[str, ...]] = [
+        ("measure", "datasets", "seconds", "datasets/s", "ratio", "target", "",
+         "outcome")]
+    f = results["floor"]
+    floor_per = f["seconds"] / f["created"]
+    rows.append(("(F) floor: package_create in-process", str(f["created"]),
+                 "%.1f" % f["seconds"], "%.1f" % (1 / floor_per), "1.00", "", "",
+                 "created %d" % f["created"]))
+
+    def harvest_row(key: str, text: str) -> tuple[str, ...]:
+        r = results[key]
+        return (text, str(r["objects"]), "%.1f" % r["seconds"], "%.1f" % r["rate"])
+
+    first = results["first"]
+    ratio = first["seconds"] / (first["objects"] * floor_per)
+    rows.append(harvest_row("first", "(1) first harvest, 1 fetch consumer") + (
+        "%.2f" % ratio, "<= 1.25 x floor", verdict(ratio, 1.25), outcome(first)))
+    if results.get("scale_out"):
+        scale = results["scale_out"]
+        speedup = first["seconds"] / scale["seconds"]
+        rows.append(harvest_row("scale_out", "(2) first harvest, %d fetch consumers" %
+                                results["scale_out_consumers"]) + (
+            "%.2f" % speedup, ">= 1.5 x (1) speed", verdict(speedup, 1.5, True),
+            outcome(scale)))
+    unchanged, changed = results["unchanged"], results["changed"]
+    rows.append(harvest_row("unchanged", "(3a) re-harvest, nothing changed") + (
+        "", "", "", outcome(unchanged)))
+    n_changed = changed["report"].get("updated", 0) + changed["report"].get("added", 0)
+    extra = changed["seconds"] - unchanged["seconds"]
+    per_changed = extra / (n_changed * floor_per) if n_changed else 0.0
+    rows.append(harvest_row("changed", "(3b) re-harvest, %d %% changed" %
+                            round(results["changed_fraction"] * 100)) + (
+        "%.2f" % per_changed, "(3b-3a) <= 1.2 x %d x floor" % n_changed,
+        verdict(per_changed, 1.2), outcome(changed)))
+    if f.get("updated"):
+        rows.append(("(F') package_update in-process, for (3b)", str(f["updated"]),
+                     "%.1f" % f["update_seconds"], "%.1f" % (f["updated"] / f["update_seconds"]),
+                     "%.2f" % (f["update_seconds"] / (f["updated"] * floor_per)), "", "",
+                     "updated %d after (F)" % f["updated"]))
+    peaks = results["peak_rss_kib"]
+    rows.append(("(5) peak RSS (VmHWM) of the consumers", "", "", "", "", "", "",
+                 ", ".join("%s %s" % (name, mib(kib)) for name, kib in peaks.items())))
+    for extra_rows in results.get("extra_rows", []):
+        rows.extend(tuple(row) for row in extra_rows)
+    return _fmt_table(rows)
+
+
 # --- main --------------------------------------------------------------------------
+
+
+DEFAULT_CONFIG = {"force_all": True, "remote_orgs": "create", "remote_groups": "create"}
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark of the CKAN harvester.")
     parser.add_argument("--n", type=int, default=2000, help="remote datasets (2000)")
     parser.add_argument("--fetch-consumers", type=int, default=1,
-                        help="fetch consumer processes (1)")
+                        help="fetch consumer processes of (1) and (3) (1)")
+    parser.add_argument("--scale-out", type=int, default=2, metavar="K",
+                        help="fetch consumers of the scale-out run (2); 0: no such run")
     parser.add_argument("--changed", type=float, default=0.10,
-                        help="fraction of the remote changed before (3) (0.10)")
+                        help="fraction of the remote changed before (3b) (0.10)")
+    parser.add_argument("--config", default=json.dumps(DEFAULT_CONFIG),
+                        help="source configuration (JSON; default %s)"
+                             % json.dumps(DEFAULT_CONFIG))
     parser.add_argument("--incremental", action="store_true",
-                        help="default source config (incremental gathering) instead "
-                             "of force_all; see README")
+                        help="without force_all: incremental gathering; see README")
     parser.add_argument("--timeout", type=float, default=3600,
                         help="seconds allowed for one harvest (3600)")
     parser.add_argument("--profile", action="store_true",
@@ -524,42 +616,69 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                              "slower: not for the figures)")
     parser.add_argument("--keep-remote", action="store_true",
                         help="leave the remote CKAN running on port %d" % REMOTE_PORT)
-    return parser.parse_args(argv)
+    parser.add_argument("--only-harvest", action="store_true",
+                        help="only the CKAN-to-CKAN figures (1) to (3) and the floor")
+    args = parser.parse_args(argv)
+    config = json.loads(args.config)
+    if args.incremental:
+        config.pop("force_all", None)
+    args.source_config = json.dumps(config)
+    return args
 
 
-def measure(args: argparse.Namespace, local_ini: str, remote_ini: str) -> dict[str, Any]:
+def first_harvest(label: str, args: argparse.Namespace, local_ini: str,
+                  fetchers: int) -> tuple[dict[str, Any], Consumers, Any]:
+    """Empty local site, the source, consumers started: the first harvest. Returns
+    its result, the running consumers and a database connection (caller closes)."""
     import psycopg2
 
-    results: dict[str, Any] = {}
     say("resetting the local database %s" % LOCAL_DB)
     reset_local(local_ini)
-    config = json.dumps({} if args.incremental else {"force_all": True})
-    inprocess(local_ini, "setup", config)
-    consumers = Consumers(local_ini, args.fetch_consumers, args.profile)
+    inprocess(local_ini, "setup", args.source_config)
+    consumers = Consumers(local_ini, fetchers, args.profile)
     db = psycopg2.connect(DB_URL % LOCAL_DB)
     db.autocommit = True
     try:
         time.sleep(3)  # let the consumers load CKAN
-        results["first"] = harvest("(1) first harvest", local_ini, consumers, db, args.timeout)
+        return harvest(label, local_ini, consumers, db, args.timeout), consumers, db
+    except BaseException:
+        consumers.stop()
+        db.close()
+        raise
+
+
+def measure(args: argparse.Namespace, local_ini: str, remote_ini: str) -> dict[str, Any]:
+    results: dict[str, Any] = {"changed_fraction": args.changed}
+    if args.scale_out:
+        label = "(2) first harvest, %d fetch consumers" % args.scale_out
+        results["scale_out"], consumers, db = first_harvest(label, args, local_ini,
+                                                            args.scale_out)
+        results["scale_out_consumers"] = args.scale_out
+        consumers.stop()
+        db.close()
+    results["first"], consumers, db = first_harvest("(1) first harvest", args, local_ini,
+                                                    args.fetch_consumers)
+    try:
         results["peak_after_first_kib"] = consumers.peak()
-        results["unchanged"] = harvest("(2) nothing changed", local_ini, consumers, db,
+        results["unchanged"] = harvest("(3a) nothing changed", local_ini, consumers, db,
                                        args.timeout)
         say("changing %d %% of the remote datasets" % round(args.changed * 100))
         run([PYTHON, MAKE_CATALOGUE, "--touch", str(args.changed)] + catalogue_args(args.n),
             "remote.log", env={"CKAN_API_TOKEN": remote_token(remote_ini)})
-        results["changed"] = harvest("(3) 10 % changed", local_ini, consumers, db,
-                                     args.timeout)
+        results["changed"] = harvest("(3b) %d %% changed" % round(args.changed * 100),
+                                     local_ini, consumers, db, args.timeout)
         results["peak_rss_kib"] = consumers.peak()
         results["sampled_rss_kib"] = dict(consumers.sampled)
     finally:
         consumers.stop()
         db.close()
-    say("(4) floor: clearing the local database, then package_create in-process")
+    say("(F) floor: clearing the local database, then package_create in-process")
     datasets_file = STATE / "remote-datasets.json"
     datasets_file.write_text(json.dumps(remote_datasets()))
     reset_local(local_ini)
-    results["floor"] = inprocess(local_ini, "floor", str(datasets_file))
-    say("(4) floor: %d datasets in %.1f s" % (results["floor"]["created"],
+    results["floor"] = inprocess(local_ini, "floor", str(datasets_file), args.source_config,
+                                 str(args.changed))
+    say("(F) floor: %d datasets in %.1f s" % (results["floor"]["created"],
                                               results["floor"]["seconds"]))
     return results
 
@@ -585,7 +704,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             server.wait(timeout=30)
     results.update({
         "n": args.n, "seeding_seconds": seeding, "fetch_consumers": args.fetch_consumers,
-        "mode": "incremental" if args.incremental else "force_all",
+        "mode": args.source_config,
         "total_seconds": time.monotonic() - began, "cpus": os.cpu_count(),
         "loadavg_end": os.getloadavg(), "python": platform.python_version(),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -349,7 +349,7 @@ def test_fetch_consumer_gives_back_a_message_on_database_error(monkeypatch):
         raise DatabaseError("SELECT", {}, Exception("database is gone"))
 
     monkeypatch.setattr(worker, "RETRY_DELAY_SECONDS", 0)
-    monkeypatch.setattr(HarvestObject, "get", broken_get)
+    monkeypatch.setattr(worker, "_load_object", broken_get)
     send("fetch", harvest_object_id="some-object")
 
     assert queue.run_fetch_consumer(stop_after=1) == 1
@@ -590,7 +590,7 @@ def test_an_object_finished_while_waiting_for_its_lock_is_not_processed_again():
     original = worker._exclusive
 
     def finished_meanwhile(object_id: str) -> Any:
-        # The other consumer completes the object between our load and our lock.
+        # The other consumer completes the object while we wait for the lock.
         model.Session.execute(sa.text(
             "UPDATE harvest_object SET state = 'COMPLETE', report_status = 'added' "
             "WHERE id = :id"), {"id": object_id})

@@ -118,6 +118,19 @@ def imported_modified(package_id: str) -> Optional[datetime.datetime]:
     ).order_by(HarvestObject.import_finished.desc().nullslast()).limit(1).scalar()
 
 
+def unchanged_since_import(package_dict: dict[str, Any]) -> bool:
+    """Whether the local copy of ``package_dict`` (which the caller knows to
+    exist) was imported from a remote version at least as recent: what
+    :func:`is_newer` would conclude, without building the local dataset dict
+    (``package_show``)."""
+    remote = parse_modified(package_dict.get("metadata_modified"))
+    package_id = package_dict.get("id")
+    if remote is None or not package_id:
+        return False
+    imported = imported_modified(package_id)
+    return imported is not None and remote <= imported
+
+
 def record_remote_modified(harvest_object: HarvestObject,
                            package_dict: dict[str, Any]) -> None:
     """Keep the imported remote ``metadata_modified`` on the object (unless the

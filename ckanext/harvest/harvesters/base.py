@@ -304,8 +304,22 @@ class HarvesterBase(p.SingletonPlugin):
         if self.config and self.config.get("clean_tags") and "tags" in package_dict:
             package_dict["tags"] = self._clean_tags(package_dict["tags"])
         try:
+            if self._default_lookup():
+                # Without building the dataset dict (package_show) when it is not
+                # needed: a new dataset, or one unchanged since its last import.
+                found = model.Package.get(package_dict.get("id"))
+                if found is None:
+                    raise toolkit.ObjectNotFound()
+                if found.id == package_dict["id"] and \
+                        _package.unchanged_since_import(package_dict):
+                    package_dict["name"] = found.name
+                    log.info("Package with GUID %s not updated, skipping",
+                             harvest_object.guid)
+                    return UNCHANGED
             existing = self._find_existing_package(package_dict)
         except toolkit.ObjectNotFound:
+            # Recorded first: package_create commits it with the dataset.
+            _package.record_remote_modified(harvest_object, package_dict)
             self._create_package(context, package_dict, harvest_object, form)
         else:
             package_dict["name"] = existing["name"]
@@ -313,10 +327,16 @@ class HarvesterBase(p.SingletonPlugin):
                                        _package.imported_modified(existing["id"])):
                 log.info("Package with GUID %s not updated, skipping", harvest_object.guid)
                 return UNCHANGED
+            _package.record_remote_modified(harvest_object, package_dict)
             self._update_package(context, package_dict, existing, harvest_object, form)
-        _package.record_remote_modified(harvest_object, package_dict)
-        model.Session.commit()
+        model.Session.commit()  # nothing left to write unless an override deferred it
         return True
+
+    def _default_lookup(self) -> bool:
+        """Whether :meth:`_find_existing_package` is this class's (not overridden
+        by a subclass nor replaced on the instance)."""
+        method = getattr(self._find_existing_package, "__func__", None)
+        return method is HarvesterBase._find_existing_package
 
     def _package_write_context(self) -> Context:
         """Context of the ``package_create``/``package_update`` calls."""
@@ -377,13 +397,16 @@ class HarvesterBase(p.SingletonPlugin):
             if field in existing:
                 package_dict[field] = existing[field]
         data_dict = _package.action_form(package_dict, form, context, existing["id"])
-        toolkit.get_action("package_update")(context, data_dict)
+        # Written before the update, which commits them with the dataset (or rolls
+        # them back with it).
         model.Session.query(HarvestObject).filter(
             HarvestObject.package_id == package_dict["id"]
         ).update({"current": False})
         harvest_object.package_id = package_dict["id"]
         harvest_object.current = True
-        harvest_object.save()
+        model.Session.add(harvest_object)
+        model.Session.flush()
+        toolkit.get_action("package_update")(context, data_dict)
 
     def _find_existing_package(self, package_dict: dict[str, Any]) -> dict[str, Any]:
         """Return the local dataset with ``package_dict['id']`` (override to match

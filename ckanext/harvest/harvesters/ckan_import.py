@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 from ckan import model
 from ckan.plugins import toolkit
 from ckan.types import Context
+from sqlalchemy.exc import IntegrityError
 
 from ckanext.harvest.harvesters.ckan_config import show_default_group
 from ckanext.harvest.harvesters.ckan_http import (
@@ -53,6 +54,10 @@ class ImportStepsMixin:
     """Groups, organization and defaults of a remote dataset (see the module doc)."""
 
     config: Optional[dict[str, Any]]
+    #: The job of the object being imported, and the one of ``_lookup_cache``.
+    _current_job_id: Optional[str] = None
+    _cached_job_id: Optional[str] = None
+    _lookup_cache: dict[Any, Any]
 
     if TYPE_CHECKING:  # provided by CKANHarvester and HarvesterBase
         def _get_user_name(self) -> str: ...
@@ -80,6 +85,7 @@ class ImportStepsMixin:
 
     def _set_groups(self, package_dict: dict[str, Any], harvest_object: HarvestObject) -> None:
         """Map the remote groups to local ones (``remote_groups``), or drop them."""
+        self._current_job_id = harvest_object.harvest_job_id
         mode = (self.config or {}).get("remote_groups")
         if mode not in REMOTE_MODES:
             package_dict.pop("groups", None)
@@ -96,17 +102,38 @@ class ImportStepsMixin:
         package_dict["groups"] = groups
 
     def _find_local_group(self, remote_group: dict[str, Any]) -> Optional[dict[str, Any]]:
+        """The local group with the remote group's id, else its name (id and name)."""
         for key in ("id", "name"):
-            if not remote_group.get(key):
-                continue
-            try:
-                return toolkit.get_action("group_show")(self._context(), {
-                    "id": remote_group[key], "include_datasets": False,
-                    "include_users": False,
-                })
-            except toolkit.ObjectNotFound:
-                continue
+            if remote_group.get(key):
+                local = self._local_group(remote_group[key], organization=False)
+                if local is not None:
+                    return local
         return None
+
+    def _local_group(self, name_or_id: str, organization: bool) -> Optional[dict[str, Any]]:
+        """Id and name of a local group or organization, looked up once per job.
+
+        A direct lookup: ``group_show``/``organization_show`` would also count
+        the group's datasets with a search, for every harvested dataset.
+        """
+        cache = self._job_cache()
+        key = ("organization" if organization else "group", name_or_id)
+        if key not in cache:
+            group = model.Group.get(name_or_id)
+            if group is None or bool(group.is_organization) != organization:
+                return None  # not cached: it may be created by this job
+            cache[key] = {"id": group.id, "name": group.name}
+        return cache[key]
+
+    def _job_cache(self) -> dict[Any, Any]:
+        """Lookups valid for the job being imported (emptied when the job changes)."""
+        current = self._current_job_id
+        if current is None:  # not importing a job: nothing to share
+            return {}
+        if self._cached_job_id != current:
+            self._lookup_cache = {}
+            self._cached_job_id = current
+        return self._lookup_cache
 
     def _create_remote_group(
         self, remote_group: dict[str, Any], harvest_object: HarvestObject
@@ -122,7 +149,15 @@ class ImportStepsMixin:
             )) from e
         for key in GROUP_DROP_KEYS:
             group.pop(key, None)
-        created = toolkit.get_action("group_create")(self._context(), group)
+        try:
+            created = toolkit.get_action("group_create")(self._context(), group)
+        except (toolkit.ValidationError, IntegrityError):
+            # Created meanwhile by another consumer importing the same job?
+            model.Session.rollback()
+            existing = self._find_local_group(remote_group)
+            if existing is None:
+                raise
+            return existing
         log.info("Group %s has been newly created", created["name"])
         return created
 
@@ -171,8 +206,12 @@ class ImportStepsMixin:
         """The remote organization mapped locally (``remote_orgs``), else the source's."""
         # The source dataset's row: a package_show here would also compute the
         # source's status for every imported dataset (half the import time).
-        source_package = model.Package.get(source_of(harvest_object.job).id)
-        local_org = source_package.owner_org if source_package else None
+        self._current_job_id = harvest_object.harvest_job_id
+        cache = self._job_cache()
+        if "source organization" not in cache:
+            source_package = model.Package.get(source_of(harvest_object.job).id)
+            cache["source organization"] = source_package.owner_org if source_package else None
+        local_org = cache["source organization"]
         mode = (self.config or {}).get("remote_orgs")
         remote_org = package_dict.get("owner_org")
         if mode not in REMOTE_MODES or not remote_org:
@@ -182,21 +221,28 @@ class ImportStepsMixin:
     def _local_org_id(
         self, remote_org: str, mode: str, harvest_object: HarvestObject
     ) -> Optional[str]:
-        try:
-            return toolkit.get_action("organization_show")(self._context(), {
-                "id": remote_org, "include_datasets": False, "include_users": False,
-            })["id"]
-        except toolkit.ObjectNotFound:
-            log.info("Organization %s is not available locally", remote_org)
+        local = self._local_group(remote_org, organization=True)
+        if local is not None:
+            return local["id"]
+        log.info("Organization %s is not available locally", remote_org)
         if mode != CREATE:
+            return None
+        missing = self._job_cache().setdefault("missing remote organizations", set())
+        if remote_org in missing:
             return None
         try:
             org = self._get_organization(self._source_url(harvest_object), remote_org)
             for key in ORG_DROP_KEYS:
                 org.pop(key, None)
             created = toolkit.get_action("organization_create")(self._context(), org)
-        except (RemoteResourceNotFoundError, toolkit.ValidationError):
+        except (RemoteResourceNotFoundError, toolkit.ValidationError, IntegrityError):
+            # Created meanwhile by another consumer importing the same job?
+            model.Session.rollback()
+            local = self._local_group(remote_org, organization=True)
+            if local is not None:
+                return local["id"]
             log.error("Could not get remote org %s", remote_org)
+            missing.add(remote_org)
             return None
         except RemoteResourceError as e:
             raise RemoteResourceError("%s %s: %s" % (e, remote_org, e.__cause__)) from e

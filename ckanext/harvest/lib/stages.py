@@ -11,6 +11,7 @@ Nothing here depends on configuration or on the queues.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from ckan import model
@@ -71,12 +72,36 @@ def _report_status(obj: HarvestObject) -> str:
     return (ReportStatus.UPDATED if same_package >= 2 else ReportStatus.ADDED).value
 
 
+#: Objects whose import stage raised: their move to IMPORT may be rolled back.
+_importing: weakref.WeakSet[HarvestObject] = weakref.WeakSet()
+
+
+def import_raised(obj: HarvestObject) -> bool:
+    """Whether the exception being handled for ``obj`` came from its import stage
+    (asked once per exception)."""
+    if obj in _importing:
+        _importing.discard(obj)
+        return True
+    return False
+
+
 def _import(harvester: IHarvester, obj: HarvestObject) -> bool:
-    """Run the import stage; returns False when the object is done ("unchanged")."""
-    obj.import_started = utcnow()
+    """Run the import stage; returns False when the object is done ("unchanged").
+
+    The move to ``IMPORT`` is neither flushed nor committed here: the
+    harvester's first commit (the dataset's) carries it, or else the final
+    state's. A crash before
+    then leaves the object ``FETCH``; both are redone the same way.
+    """
+    started = utcnow()
+    obj.import_started = started
     obj.state = ObjectState.IMPORT.value
-    obj.save()
-    result = harvester.import_stage(obj)
+    model.Session.add(obj)  # written with the harvester's first flush
+    _importing.add(obj)
+    result = harvester.import_stage(obj)  # if it raises, obj stays in _importing
+    _importing.discard(obj)
+    if obj.import_started is None:  # the harvester rolled back before committing
+        obj.import_started = started
     obj.import_finished = utcnow()
     if result:
         obj.state = ObjectState.COMPLETE.value
@@ -102,8 +127,7 @@ def fetch_and_import_stages(harvester: IHarvester, obj: HarvestObject) -> None:
     obj.state = ObjectState.FETCH.value
     obj.save()
     result = harvester.fetch_stage(obj)
-    obj.fetch_finished = utcnow()
-    obj.save()
+    obj.fetch_finished = utcnow()  # committed with the next step, whichever it is
     if result is True:
         if not _import(harvester, obj):
             return

@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 
 import sqlalchemy as sa
 from ckan import model
+from sqlalchemy import orm
 from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError, PendingRollbackError
 
 from ckanext.harvest import mq, options
@@ -55,6 +56,7 @@ from ckanext.harvest.lib.stages import (
     gather_stage,
     get_harvester,
     harvesters_named,
+    import_raised,
 )
 from ckanext.harvest.model import (
     HarvestGatherError,
@@ -250,16 +252,16 @@ def _limit_objects(config: Config, job: HarvestJob, ids: list[str]) -> list[str]
 
 
 def _load_target(
-    cls: Any, target_id: str, what: str, delivery: _Delivery
+    load: Callable[[str], Any], target_id: str, what: str, delivery: _Delivery
 ) -> tuple[Any, Optional[bool]]:
-    """Load the job or object a message names.
+    """Load (``load(target_id)``) the job or object a message names.
 
     When it cannot be loaded the message is settled here: given back when the
     database failed (outcome None), dropped when the row does not exist
     (outcome False).
     """
     try:
-        found = cls.get(target_id)
+        found = load(target_id)
     except DatabaseError:
         log.exception("Could not load harvest %s %s", what, target_id)
         discard_session()
@@ -277,7 +279,7 @@ def _handle_gather(config: Config, body: Any, delivery: _Delivery) -> Optional[b
     if job_id is None:
         delivery.ack()
         return False
-    job, outcome = _load_target(HarvestJob, job_id, "job", delivery)
+    job, outcome = _load_target(HarvestJob.get, job_id, "job", delivery)
     if job is None:
         return outcome
     if job.gather_finished is not None:
@@ -303,9 +305,12 @@ def _handle_gather(config: Config, body: Any, delivery: _Delivery) -> Optional[b
 
 
 def _may_fetch(obj: HarvestObject) -> bool:
-    """Count the attempt; refuse objects retried too often or of finished jobs."""
+    """Count the attempt; refuse objects retried too often or of finished jobs.
+
+    The count is committed with the next step: the refusal here, or the object's
+    move to ``FETCH`` (one commit less per object).
+    """
     obj.retry_times = (obj.retry_times or 0) + 1
-    obj.save()
     if obj.retry_times >= MAX_FETCH_RETRIES:
         obj.state = ObjectState.ERROR.value
         obj.save()
@@ -324,8 +329,8 @@ def _may_fetch(obj: HarvestObject) -> bool:
 
 def _record_object_failure(obj: HarvestObject, exc: Exception) -> None:
     """Turn an exception of a stage into an object error; the object ends ERROR."""
+    importing = import_raised(obj)  # its move to IMPORT is not committed
     model.Session.rollback()
-    importing = obj.state == ObjectState.IMPORT.value
     stage = "Import" if importing else "Fetch"
     HarvestObjectError.create(
         "%s stage failed: %s: %s" % (stage, type(exc).__name__, exc), obj, stage
@@ -395,7 +400,10 @@ def _fetch_object(obj: HarvestObject, delivery: _Delivery) -> Optional[bool]:
     started = utcnow()
     with watching_connections() as connection_lost:
         try:
-            for harvester in harvesters_named(source_type) if source_type else []:
+            found = harvesters_named(source_type) if source_type else []
+            if not found:
+                obj.save()  # the attempt counted by _may_fetch
+            for harvester in found:
                 _run_object_stages(harvester, obj)
         except Exception:
             # As in _handle_gather: a consequence of the lost connection.
@@ -417,11 +425,6 @@ def _handle_fetch(config: Config, body: Any, delivery: _Delivery) -> Optional[bo
         delivery.ack()
         return False
     log.info("Received harvest object id: %s", object_id)
-    obj, outcome = _load_target(HarvestObject, object_id, "object", delivery)
-    if obj is None:
-        return outcome
-    if _skip_if_done(obj, delivery):
-        return False
     with _exclusive(object_id) as locked:
         if not locked:
             log.info("Harvest object %s is being processed by another consumer; "
@@ -429,10 +432,20 @@ def _handle_fetch(config: Config, body: Any, delivery: _Delivery) -> Optional[bo
             discard_session()
             delivery.reject()
             return None
-        model.Session.refresh(obj)  # it may have been finished before we locked it
+        # Loaded once locked (a consumer that held it may have finished it), with
+        # its job and source: one query instead of three.
+        obj, outcome = _load_target(_load_object, object_id, "object", delivery)
+        if obj is None:
+            return outcome
         if _skip_if_done(obj, delivery):
             return False
         return _fetch_object(obj, delivery)
+
+
+def _load_object(object_id: str) -> Optional[HarvestObject]:
+    return model.Session.query(HarvestObject).options(
+        orm.joinedload(HarvestObject.job), orm.joinedload(HarvestObject.source),
+    ).filter(HarvestObject.id == object_id).populate_existing().first()
 
 
 def gather_callback(config: Config, channel: Any, method: Any, header: Any,
