@@ -664,6 +664,27 @@ def test_gather_of_a_job_interrupted_before_keeps_its_objects_and_adds_the_rest(
     assert _gather_errors(job) == []
 
 
+def test_an_overridden_search_for_datasets_is_still_obeyed_by_the_gather(
+    harvester: CKANHarvester, remote: responses.RequestsMock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    search = harvester._search_for_datasets
+
+    def only_odd(remote_ckan_base_url: str,
+                 fq_terms: Optional[list[str]] = None) -> list[dict[str, Any]]:
+        found = search(remote_ckan_base_url, fq_terms)
+        return [dataset for dataset in found if int(dataset["name"][7:]) % 2]
+
+    monkeypatch.setattr(harvester, "_search_for_datasets", only_odd)
+    _add_search(remote, [[_dataset(n) for n in range(100)],
+                         [_dataset(n) for n in range(100, 250)]])
+
+    ids, job = _gather(_source(), harvester)
+
+    assert len(ids) == 125
+    assert _job_guids(job) == sorted("dataset%d-id" % n for n in range(1, 250, 2))
+
+
 def test_a_gather_killed_half_way_is_gathered_again_by_the_consumer_without_duplicates(
     harvester: CKANHarvester, remote: responses.RequestsMock,
     ckan_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch,

@@ -364,7 +364,7 @@ class CKANHarvester(ImportStepsMixin, HarvesterBase):
         job_id = harvest_job.id
         ids, existing = _job_objects(job_id)
         try:
-            for page in self._search_pages(base_url, fq_terms):
+            for page in self._gather_pages(base_url, fq_terms):
                 ids.extend(_create_page_objects(page, harvest_job, existing))
         except (SearchError, SQLAlchemyError):
             model.Session.rollback()
@@ -378,12 +378,26 @@ class CKANHarvester(ImportStepsMixin, HarvesterBase):
         """Every dataset of the remote search, without duplicates, in one list.
 
         The gather reads the pages one by one instead (:meth:`_search_pages`);
-        this list is kept for subclasses and tests.
+        this list is kept for subclasses and tests. A subclass overriding it is
+        still obeyed by the gather (which then holds the list in memory).
 
         :raises SearchError: on any bad page (nothing is returned then)
         """
         return [dataset for page in self._search_pages(remote_ckan_base_url, fq_terms)
                 for dataset in page]
+
+    def _gather_pages(
+        self, base_url: str, fq_terms: list[str]
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The pages the gather reads: :meth:`_search_pages`, unless
+        :meth:`_search_for_datasets` was overridden (by a subclass, or patched by
+        a test); its list is then used, a page (100 datasets) at a time."""
+        method = getattr(self._search_for_datasets, "__func__", None)
+        if method is _DEFAULT_SEARCH_FOR_DATASETS:
+            return self._search_pages(base_url, fq_terms)
+        datasets = self._search_for_datasets(base_url, fq_terms)
+        return (datasets[start:start + SEARCH_ROWS]
+                for start in range(0, len(datasets), SEARCH_ROWS))
 
     def _search_pages(
         self, remote_ckan_base_url: str, fq_terms: Optional[list[str]] = None
@@ -477,6 +491,9 @@ class CKANHarvester(ImportStepsMixin, HarvesterBase):
             )
             return False
         return True
+
+
+_DEFAULT_SEARCH_FOR_DATASETS = CKANHarvester._search_for_datasets
 
 
 def _unseen(page: list[dict[str, Any]], seen: set[str]) -> list[dict[str, Any]]:
