@@ -353,22 +353,30 @@ def kill_check(ini: str, db: Any, source: str, size: int,
 # --- the whole measure ------------------------------------------------------------------
 
 
+#: Options :func:`measure` reads from its ``args`` (any object; missing ones
+#: take these values, so bench/run.py may pass its own namespace).
+DEFAULTS: dict[str, Any] = {"sizes": "2000,20000", "with_100k": False,
+                            "kill_size": 20000, "no_kill_check": False,
+                            "timeout": 3600.0}
+
+
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Peak RSS of the gather consumer.")
-    parser.add_argument("--sizes", default="2000,20000",
+    parser.add_argument("--sizes", default=DEFAULTS["sizes"],
                         help="remote catalogue sizes, comma-separated (2000,20000)")
     parser.add_argument("--with-100k", action="store_true", help="add N = 100,000")
-    parser.add_argument("--kill-size", type=int, default=20000,
+    parser.add_argument("--kill-size", type=int, default=DEFAULTS["kill_size"],
                         help="size of the kill check (20000)")
     parser.add_argument("--no-kill-check", action="store_true",
                         help="skip the kill-half-way check")
-    parser.add_argument("--timeout", type=float, default=3600,
+    parser.add_argument("--timeout", type=float, default=DEFAULTS["timeout"],
                         help="seconds allowed for one gather (3600)")
     return parser.parse_args(argv)
 
 
 def _sizes(args: argparse.Namespace) -> list[int]:
-    sizes = [int(size) for size in str(args.sizes).split(",") if size.strip()]
+    sizes = [int(size) for size in str(getattr(args, "sizes", DEFAULTS["sizes"])).split(",")
+             if size.strip()]
     if getattr(args, "with_100k", False) and 100000 not in sizes:
         sizes.append(100000)
     return sizes
@@ -379,7 +387,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import psycopg2
 
     sizes = _sizes(args)
-    kill_size = None if getattr(args, "no_kill_check", False) else int(args.kill_size)
+    kill_size = (None if getattr(args, "no_kill_check", False)
+                 else int(getattr(args, "kill_size", DEFAULTS["kill_size"])))
+    timeout = float(getattr(args, "timeout", DEFAULTS["timeout"]))
     ensure_database()
     ini = write_ini()
     say("resetting the local database %s" % DB)
@@ -396,11 +406,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         db.autocommit = True
         try:
             results: dict[str, Any] = {"sizes": [
-                gather_once(ini, db, "gather-%d" % size, size, args.timeout)
+                gather_once(ini, db, "gather-%d" % size, size, timeout)
                 for size in sizes]}
             if kill_size:
                 results["kill"] = kill_check(ini, db, "gather-kill-%d" % kill_size,
-                                             kill_size, args.timeout)
+                                             kill_size, timeout)
         finally:
             db.close()
     finally:
