@@ -132,6 +132,11 @@ def package_list_for_source(source_id: str) -> Markup:
 
 
 def _source_name(source_id: str) -> str:
+    # The page's own source dataset, when it is this one: showing it again
+    # would count its status (jobs, datasets) a second time.
+    shown = getattr(toolkit.g, "pkg_dict", None) or {}
+    if shown.get("id") == source_id and shown.get("name"):
+        return shown["name"]
     try:
         return _action("harvest_source_show", {"id": source_id})["name"]
     except (toolkit.ObjectNotFound, toolkit.NotAuthorized):
