@@ -161,8 +161,11 @@ def _page_number() -> int:
     return toolkit.h.get_page_number(toolkit.request.args)
 
 
-def _per_page(option: str) -> int:
-    return max(1, int(options.value(toolkit.config, option) or 1))
+def _per_page(option: str, action_bound: str) -> int:
+    """Rows a page: ``option``, within what the action returns (``action_bound``)."""
+    per_page = max(1, int(options.value(toolkit.config, option) or 1))
+    bound = int(options.value(toolkit.config, action_bound) or 0)
+    return min(per_page, bound) if bound else per_page
 
 
 def _pager(items: list[Any], page: int, per_page: int, total: int,
@@ -178,7 +181,8 @@ def _pager(items: list[Any], page: int, per_page: int, total: int,
 def job_list_view(source: str) -> str:
     """``harvester.job_list``: the jobs of a source, newest first, a page at a time."""
     source_dict = _get_source_for_job(source)
-    page, per_page = _page_number(), _per_page(options.JOBS_PER_PAGE)
+    page = _page_number()
+    per_page = _per_page(options.JOBS_PER_PAGE, options.JOB_LIST_LIMIT)
     with _source_not_found():
         jobs = _view_action("harvest_job_list", {
             "source_id": source_dict["id"], "limit": per_page,
@@ -195,7 +199,8 @@ def job_show_view(
     id: str, source_dict: Optional[dict[str, Any]] = None, is_last: bool = False
 ) -> str:
     """``harvester.job_show``: the report of a job, its errors a page at a time."""
-    page, per_page = _page_number(), _per_page(options.REPORT_ERRORS_PER_PAGE)
+    page = _page_number()
+    per_page = _per_page(options.REPORT_ERRORS_PER_PAGE, options.JOB_REPORT_LIMIT)
     with _job_not_found():
         job = _view_action("harvest_job_show", {"id": id})
         report = _view_action("harvest_job_report", {
