@@ -33,6 +33,11 @@ DECLARED_KEYS = [
     "ckan.harvest.max_response_seconds",
     "ckan.harvest.max_tags_per_dataset",
     "ckan.harvest.max_resources_per_dataset",
+    "ckan.harvest.job_list_limit",
+    "ckan.harvest.object_list_limit",
+    "ckan.harvest.job_report_limit",
+    "ckan.harvest.jobs_per_page",
+    "ckan.harvest.report_errors_per_page",
 ]
 
 

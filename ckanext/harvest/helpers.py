@@ -132,6 +132,11 @@ def package_list_for_source(source_id: str) -> Markup:
 
 
 def _source_name(source_id: str) -> str:
+    # The page's own source dataset, when it is this one: showing it again
+    # would count its status (jobs, datasets) a second time.
+    shown = getattr(toolkit.g, "pkg_dict", None) or {}
+    if shown.get("id") == source_id and shown.get("name"):
+        return shown["name"]
     try:
         return _action("harvest_source_show", {"id": source_id})["name"]
     except (toolkit.ObjectNotFound, toolkit.NotAuthorized):
@@ -397,13 +402,13 @@ def harvest_job_chart_data(source_id: str) -> Optional[dict[str, Any]]:
         toolkit.check_access("harvest_job_list", _context(), {"source_id": source_id})
     except (toolkit.NotAuthorized, toolkit.ObjectNotFound):
         return None
-    job_ids = progress.recent_finished_job_ids(source_id, CHART_JOBS)
-    if not job_ids:
+    # One call: the statistics of the jobs are counted together.
+    finished = _action("harvest_job_list", {
+        "source_id": source_id, "status": JobStatus.FINISHED.value, "limit": CHART_JOBS,
+    })
+    if not finished:
         return None
-    jobs = [
-        _chart_job(_action("harvest_job_show", {"id": job_id}, return_error_summary=False))
-        for job_id in reversed(job_ids)
-    ]
+    jobs = [_chart_job(job) for job in reversed(finished)]
     series = _chart_series(jobs)
     step = _nice_step(max(job["total"] for job in jobs))
     top = step * max(1, math.ceil(max(job["total"] for job in jobs) / step))

@@ -35,6 +35,13 @@ NAME_APPEND = "ckanext.harvest.default_dataset_name_append"
 USER_NAME = "ckanext.harvest.user_name"
 MAX_OBJECTS_PER_JOB = "ckan.harvest.max_objects_per_job"
 
+# -- lists and pages -----------------------------------------------------------------
+JOB_LIST_LIMIT = "ckan.harvest.job_list_limit"
+OBJECT_LIST_LIMIT = "ckan.harvest.object_list_limit"
+JOB_REPORT_LIMIT = "ckan.harvest.job_report_limit"
+JOBS_PER_PAGE = "ckan.harvest.jobs_per_page"
+REPORT_ERRORS_PER_PAGE = "ckan.harvest.report_errors_per_page"
+
 # -- notifications and logging ------------------------------------------------------
 STATUS_MAIL_ERRORED = "ckan.harvest.status_mail.errored"
 STATUS_MAIL_ALL = "ckan.harvest.status_mail.all"

@@ -63,6 +63,18 @@ def _configure_db_logger(config: Any) -> None:
     dblog.configure_db_logger(config)
 
 
+def _status_options(context: Any) -> dict[str, Any]:
+    """What the caller of ``package_show`` asks of the last job of the status
+    (``return_stats``, ``return_error_summary``, as the original, which passed
+    its context on). A page (``for_view``) shows no error summary of it: not
+    counting one saves reading every error of a large job."""
+    wanted = {key: context[key] for key in ("return_stats", "return_error_summary")
+              if key in context}
+    if context.get("for_view"):
+        wanted.setdefault("return_error_summary", False)
+    return wanted
+
+
 def _is_harvest_source(data_dict: dict[str, Any]) -> bool:
     return data_dict.get("type") == DATASET_TYPE_NAME
 
@@ -243,6 +255,7 @@ class Harvest(p.SingletonPlugin, DefaultDatasetForm, DefaultTranslation):
             log.error("Harvest source not found for dataset %s", data_dict["id"])
             return
         status_context = {"ignore_auth": True, "user": context.get("user")}
+        status_context.update(_status_options(context))
         data_dict["status"] = toolkit.get_action("harvest_source_show_status")(
             status_context, {"id": source.id}
         )

@@ -14,12 +14,15 @@ import logging
 from typing import Any, Optional, Union
 
 from ckan import model
+from ckan.lib.pagination import Page
 from ckan.plugins import toolkit
 from ckan.types import Response
 from flask import Blueprint, current_app
 from flask.views import MethodView
 
+from ckanext.harvest import options
 from ckanext.harvest.constants import DATASET_TYPE_NAME
+from ckanext.harvest.lib import stats
 
 #: What a view returns: a rendered page, or a response (redirect, document).
 ViewResult = Union[str, Response]
@@ -121,15 +124,23 @@ def _render(template: str, **extra_vars: Any) -> str:
     return toolkit.render(template, extra_vars)
 
 
-def _show_source(reference: str) -> dict[str, Any]:
-    """The source dataset (id or name) as the current user may see it; 404/403."""
+def _show_source(reference: str, **context: Any) -> dict[str, Any]:
+    """The source dataset (id or name) as the current user may see it; 404/403.
+
+    No page shows the error summaries of the last job of its status.
+    """
+    context.setdefault("return_error_summary", False)
     with _source_not_found():
-        return _view_action("harvest_source_show", {"id": reference})
+        return _view_action("harvest_source_show", {"id": reference}, **context)
 
 
 def _get_source_for_job(source_id: str) -> dict[str, Any]:
-    """The source of the job pages; 404 ``Harvest source not found``, 403."""
-    return _show_source(source_id)
+    """The source of the job pages; 404 ``Harvest source not found``, 403.
+
+    These pages use only the id and status of the last job of its status:
+    its statistics are not counted (a job of many objects is read once).
+    """
+    return _show_source(source_id, return_stats=False)
 
 
 def admin_view(id: str) -> str:
@@ -144,26 +155,69 @@ def about_view(id: str) -> str:
     return _render("source/about.html", harvest_source=_show_source(id))
 
 
+def _page_number() -> int:
+    """The ``page`` query argument (default 1; not a positive integer: 400,
+    as CKAN's own lists)."""
+    return toolkit.h.get_page_number(toolkit.request.args)
+
+
+def _per_page(option: str, action_bound: str) -> int:
+    """Rows a page: ``option``, within what the action returns (``action_bound``)."""
+    per_page = max(1, int(options.value(toolkit.config, option) or 1))
+    bound = int(options.value(toolkit.config, action_bound) or 0)
+    return min(per_page, bound) if bound else per_page
+
+
+def _pager(items: list[Any], page: int, per_page: int, total: int,
+           endpoint: str, **url_args: Any) -> Page:
+    """A CKAN pager over one page of ``total`` items (links to ``endpoint``)."""
+    def url(q: Any = None, page: Optional[int] = None) -> str:
+        return toolkit.url_for(endpoint, page=page, **url_args)
+
+    return Page(collection=items, page=page, url=url, item_count=total,
+                items_per_page=per_page, presliced_list=True)
+
+
 def job_list_view(source: str) -> str:
-    """``harvester.job_list``: every job of a source, newest first."""
+    """``harvester.job_list``: the jobs of a source, newest first, a page at a time."""
     source_dict = _get_source_for_job(source)
+    page = _page_number()
+    per_page = _per_page(options.JOBS_PER_PAGE, options.JOB_LIST_LIMIT)
     with _source_not_found():
-        jobs = _view_action("harvest_job_list", {"source_id": source_dict["id"]})
-    return _render("source/job/list.html", harvest_source=source_dict, jobs=jobs)
+        jobs = _view_action("harvest_job_list", {
+            "source_id": source_dict["id"], "limit": per_page,
+            "offset": (page - 1) * per_page,
+        })
+    total = (source_dict.get("status") or {}).get("job_count") or len(jobs)
+    pager = _pager(jobs, page, per_page, total, "harvester.job_list",
+                   source=source_dict["name"])
+    return _render("source/job/list.html", harvest_source=source_dict, jobs=jobs,
+                   page=pager)
 
 
 def job_show_view(
     id: str, source_dict: Optional[dict[str, Any]] = None, is_last: bool = False
 ) -> str:
-    """``harvester.job_show``: the report of a job."""
+    """``harvester.job_show``: the report of a job, its errors a page at a time."""
+    page = _page_number()
+    per_page = _per_page(options.REPORT_ERRORS_PER_PAGE, options.JOB_REPORT_LIMIT)
     with _job_not_found():
         job = _view_action("harvest_job_show", {"id": id})
-        report = _view_action("harvest_job_report", {"id": id})
+        report = _view_action("harvest_job_report", {
+            "id": id, "limit": per_page, "offset": (page - 1) * per_page,
+        })
     if not source_dict:
         source_dict = _get_source_for_job(job["source_id"])
+    counts = stats.report_counts(job["id"])
+    endpoint, url_args = (
+        ("harvester.job_show_last", {"source": source_dict["name"]}) if is_last
+        else ("harvester.job_show", {"source": source_dict["name"], "id": job["id"]}))
+    pager = _pager(list(report["object_errors"]), page, per_page, max(counts.values()),
+                   endpoint, **url_args)
     return _render(
         "source/job/read.html", harvest_source=source_dict, job=job,
-        job_report=report, is_last_job=is_last,
+        job_report=report, is_last_job=is_last, page=pager,
+        documents_with_errors=counts["objects"],
     )
 
 

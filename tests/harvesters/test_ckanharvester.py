@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 import responses
+import sqlalchemy as sa
 from ckan import model
 from ckan.plugins import toolkit
 from ckan.tests import factories
@@ -41,6 +42,7 @@ from ckanext.harvest.model import (
 )
 from ckanext.harvest.tests.factories import HarvestJobObj, HarvestSourceObj
 from ckanext.harvest.tests.lib import run_harvest_job
+from tests.mq import private_site
 from tests.support.marks import harvest_site
 
 pytestmark = harvest_site("harvest ckan_harvester")
@@ -530,6 +532,188 @@ def test_empty_remote_is_a_gather_error(
 
     assert ids == []
     assert _gather_errors(job) == ["No datasets found at CKAN: %s" % REMOTE]
+
+
+# --- gather: page by page -----------------------------------------------------------
+
+
+def _committed_objects(job_id: str) -> int:
+    """Objects of the job another connection sees: those committed."""
+    with model.meta.engine.connect() as connection:
+        return int(connection.execute(
+            sa.text("SELECT count(*) FROM harvest_object WHERE harvest_job_id = :id"),
+            {"id": job_id}).scalar() or 0)
+
+
+def _add_watched_page(remote: responses.RequestsMock, start: int,
+                      datasets: list[dict[str, Any]], job: HarvestJob,
+                      seen: list[int], count: Optional[int] = None,
+                      status: int = 200, fq: Optional[str] = None) -> None:
+    """Answer the search page at ``start``, noting first how many objects of ``job``
+    are committed when it is asked for."""
+    def answer(request: Any) -> tuple[int, dict[str, str], str]:
+        seen.append(_committed_objects(job.id))
+        if status != 200:
+            return status, {}, "Bad gateway"
+        return 200, {}, json.dumps(_search_result(datasets, count))
+
+    remote.add_callback(responses.GET, SEARCH_URL, callback=answer,
+                        content_type="application/json",
+                        match=[matchers.query_param_matcher(_search_params(start, fq))])
+
+
+def _job_guids(job: HarvestJob) -> list[str]:
+    return sorted(guid for (guid,) in model.Session.query(HarvestObject.guid)
+                  .filter(HarvestObject.harvest_job_id == job.id))
+
+
+def test_gather_commits_the_objects_of_each_page_before_asking_for_the_next(
+    harvester: CKANHarvester, remote: responses.RequestsMock
+) -> None:
+    job = HarvestJobObj(source=_source())
+    datasets = [_dataset(n) for n in range(250)]
+    committed: list[int] = []
+    for start in (0, 100, 200, 300):
+        _add_watched_page(remote, start, datasets[start:start + 100], job, committed)
+
+    ids = queue.gather_stage(harvester, job)
+
+    assert committed == [0, 100, 200, 250]
+    assert len(ids) == len(set(ids)) == 250
+    assert _job_guids(job) == sorted(dataset["id"] for dataset in datasets)
+    assert {obj.id for obj in model.Session.query(HarvestObject)} == set(ids)
+    assert _gather_errors(job) == []
+
+
+def test_a_dataset_listed_twice_on_a_page_or_on_two_pages_has_one_object(
+    harvester: CKANHarvester, remote: responses.RequestsMock
+) -> None:
+    first = [_dataset(n) for n in range(99)] + [_dataset(5)]
+    second = [_dataset(5), _dataset(99), _dataset(99), _dataset(100)]
+    _add_search(remote, [first, second])
+
+    ids, job = _gather(_source(), harvester)
+    listed = harvester._search_for_datasets(REMOTE)
+
+    expected = ["dataset%d-id" % n for n in range(101)]
+    assert len(ids) == 101
+    assert _job_guids(job) == sorted(expected)
+    assert [dataset["id"] for dataset in listed] == expected
+
+
+def test_failure_on_a_later_page_deletes_the_objects_of_the_earlier_pages(
+    harvester: CKANHarvester, remote: responses.RequestsMock
+) -> None:
+    job = HarvestJobObj(source=_source())
+    committed: list[int] = []
+    _add_watched_page(remote, 0, [_dataset(n) for n in range(100)], job, committed,
+                      count=250)
+    _add_watched_page(remote, 100, [], job, committed, status=502)
+
+    ids = queue.gather_stage(harvester, job)
+
+    assert ids is None
+    assert committed[:2] == [0, 100]  # page 1 was written, then the failure came
+    assert "HTTP error: 502" in _search_error(job)
+    assert _committed_objects(job.id) == 0
+
+
+def test_incremental_search_failing_on_a_later_page_falls_back_without_duplicates(
+    harvester: CKANHarvester, remote: responses.RequestsMock
+) -> None:
+    source = _source()
+    _finished_job(source, datetime.datetime(2024, 1, 2, 10, 0))
+    job = HarvestJobObj(source=source)
+    since = "metadata_modified:[2024-01-02T09:00:00Z TO *]"
+    datasets = [_dataset(n) for n in range(150)]
+    committed: list[int] = []
+    _add_watched_page(remote, 0, datasets[:100], job, committed, count=150, fq=since)
+    _add_watched_page(remote, 100, [], job, committed, status=502, fq=since)
+    for start in (0, 100, 200):
+        _add_watched_page(remote, start, datasets[start:start + 100], job, committed,
+                          count=150)
+
+    ids = queue.gather_stage(harvester, job)
+
+    assert committed[:2] == [0, 100]
+    assert committed[-3:] == [0, 100, 150]  # the full search starts from nothing
+    assert len(ids) == len(set(ids)) == 150
+    assert _job_guids(job) == sorted(dataset["id"] for dataset in datasets)
+    assert _gather_errors(job) == []
+
+
+def test_gather_of_a_job_interrupted_before_keeps_its_objects_and_adds_the_rest(
+    harvester: CKANHarvester, remote: responses.RequestsMock
+) -> None:
+    source = _source()
+    job = HarvestJobObj(source=source)
+    earlier = [HarvestObject(guid="dataset%d-id" % n, job=job, content="{}")
+               for n in range(120)]
+    model.Session.add_all(earlier)
+    model.Session.commit()
+    earlier_ids = [obj.id for obj in earlier]
+    _add_search(remote, [[_dataset(n) for n in range(100)],
+                         [_dataset(n) for n in range(100, 200)]])
+
+    ids = queue.gather_stage(harvester, job)
+
+    assert ids[:120] == earlier_ids
+    assert len(ids) == len(set(ids)) == 200
+    assert _job_guids(job) == sorted("dataset%d-id" % n for n in range(200))
+    assert HarvestObject.get(earlier_ids[0]).content == "{}"
+    assert _gather_errors(job) == []
+
+
+def test_an_overridden_search_for_datasets_is_still_obeyed_by_the_gather(
+    harvester: CKANHarvester, remote: responses.RequestsMock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    search = harvester._search_for_datasets
+
+    def only_odd(remote_ckan_base_url: str,
+                 fq_terms: Optional[list[str]] = None) -> list[dict[str, Any]]:
+        found = search(remote_ckan_base_url, fq_terms)
+        return [dataset for dataset in found if int(dataset["name"][7:]) % 2]
+
+    monkeypatch.setattr(harvester, "_search_for_datasets", only_odd)
+    _add_search(remote, [[_dataset(n) for n in range(100)],
+                         [_dataset(n) for n in range(100, 250)]])
+
+    ids, job = _gather(_source(), harvester)
+
+    assert len(ids) == 125
+    assert _job_guids(job) == sorted("dataset%d-id" % n for n in range(1, 250, 2))
+
+
+def test_a_gather_killed_half_way_is_gathered_again_by_the_consumer_without_duplicates(
+    harvester: CKANHarvester, remote: responses.RequestsMock,
+    ckan_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    datasets = [_dataset(n) for n in range(250)]
+    _add_search(remote, [datasets[0:100], datasets[100:200], datasets[200:250]])
+    with private_site(ckan_config, monkeypatch, "redis"):
+        # What a consumer killed after the second page leaves: the gather started,
+        # the objects of two pages committed, none of them on the fetch queue.
+        job = HarvestJobObj(source=_source())
+        job.gather_started = datetime.datetime.utcnow()
+        model.Session.add_all([HarvestObject(guid=dataset["id"], job=job,
+                                             content=json.dumps(dataset))
+                               for dataset in datasets[:200]])
+        model.Session.commit()
+        publisher = queue.get_gather_publisher()
+        publisher.send({"harvest_job_id": job.id})
+        publisher.close()
+
+        assert queue.run_gather_consumer(stop_after=1, idle_timeout=10) == 1
+
+        queued = [json.loads(body)["harvest_object_id"] for body in
+                  queue.get_connection_redis().lrange(queue.get_fetch_routing_key(), 0, -1)]
+    objects = model.Session.query(HarvestObject.id).filter(
+        HarvestObject.harvest_job_id == job.id)
+    assert _job_guids(job) == sorted(dataset["id"] for dataset in datasets)
+    assert len(queued) == len(set(queued)) == 250
+    assert set(queued) == {object_id for (object_id,) in objects}
+    assert _gather_errors(job) == []
 
 
 # --- import: tags, groups, organizations, extras -------------------------------------

@@ -3,8 +3,11 @@
 It lists the datasets of a remote CKAN through its action API (``package_search``,
 100 rows a page), stores each remote dataset dict as the content of a harvest object
 at gather, and imports it at import, keeping the remote dataset id as the local one.
-A bad search page fails the whole gather before any harvest object is created; a bad
-answer while importing a dataset fails that dataset only.
+The objects of a search page are committed before the next page is read, so the
+gather holds one page and the ids in memory, whatever the size of the remote. A bad
+search page fails the whole gather and deletes the objects of the pages before it
+(nothing is imported from a partial listing); a bad answer while importing a dataset
+fails that dataset only.
 
 This module is the harvester class and its three stages; its parts live beside it:
 
@@ -57,6 +60,7 @@ from ckanext.harvest.harvesters.ckan_http import (
     SearchError,
 )
 from ckanext.harvest.harvesters.ckan_import import ImportStepsMixin, source_of
+from ckanext.harvest.lib.stages import delete_job_objects
 from ckanext.harvest.model import HarvestJob, HarvestObject
 
 __all__ = [
@@ -156,10 +160,14 @@ class CKANHarvester(ImportStepsMixin, HarvesterBase):
     def gather_stage(self, harvest_job: HarvestJob) -> Optional[list[str]]:
         """List the remote datasets (all, or those modified since the last clean job).
 
+        Objects are created and committed page by page. A job that has objects
+        already (a gather of it was interrupted) keeps them: their guids are
+        skipped and their ids come first in the result.
+
         :param harvest_job: the job being gathered
-        :returns: ids of the new harvest objects; ``[]`` when nothing changed or
+        :returns: ids of the job's harvest objects; ``[]`` when nothing changed or
             the remote has no datasets; None when the search failed (a gather error
-            is recorded and no object is created)
+            is recorded and the job is left without objects)
         """
         toolkit.requires_ckan_version("2.0")
         source = source_of(harvest_job)
@@ -168,10 +176,7 @@ class CKANHarvester(ImportStepsMixin, HarvesterBase):
         if not self._harvest_user_is_valid(harvest_job):
             return None
         with self._http_session():
-            datasets = self._gather_datasets(harvest_job, base_url, self._filter_terms())
-        if datasets is None:
-            return None
-        return self._create_objects(datasets, harvest_job)
+            return self._gather_objects(harvest_job, base_url, self._filter_terms())
 
     def fetch_stage(self, harvest_object: HarvestObject) -> bool:
         """Nothing to do: the content was stored at gather."""
@@ -312,18 +317,20 @@ class CKANHarvester(ImportStepsMixin, HarvesterBase):
         since = (previous.gather_started - INCREMENTAL_MARGIN).isoformat()
         return "metadata_modified:[%sZ TO *]" % since
 
-    def _gather_datasets(
+    def _gather_objects(
         self, harvest_job: HarvestJob, base_url: str, fq_terms: list[str]
-    ) -> Optional[list[dict[str, Any]]]:
-        """Remote datasets to import; None after recording a gather error."""
+    ) -> Optional[list[str]]:
+        """Objects of the remote datasets to import; None after recording a gather
+        error (the job then has no object)."""
         since_term = self._modified_since_term(harvest_job)
-        if since_term:
-            try:
-                return self._search_for_datasets(base_url, fq_terms + [since_term])
-            except SearchError as e:
-                log.info("Incremental search failed (%s); searching everything", e)
         try:
-            datasets = self._search_for_datasets(base_url, fq_terms)
+            if since_term:
+                try:
+                    return self._objects_of_search(harvest_job, base_url,
+                                                   fq_terms + [since_term])
+                except SearchError as e:
+                    log.info("Incremental search failed (%s); searching everything", e)
+            ids = self._objects_of_search(harvest_job, base_url, fq_terms)
         except SearchError as e:
             self._save_gather_error(
                 "Unable to search remote CKAN for datasets:%s url:%s"
@@ -331,31 +338,87 @@ class CKANHarvester(ImportStepsMixin, HarvesterBase):
                 harvest_job,
             )
             return None
-        if not datasets:
+        except SQLAlchemyError as e:
+            log.exception("Could not create the harvest objects of job %s", harvest_job.id)
+            self._save_gather_error("%r" % e, harvest_job)
+            return None
+        if not ids:
             self._save_gather_error("No datasets found at CKAN: %s" % base_url, harvest_job)
-        return datasets
+        return ids
+
+    def _objects_of_search(
+        self, harvest_job: HarvestJob, base_url: str, fq_terms: list[str]
+    ) -> list[str]:
+        """Create the objects of the search's datasets as the pages come, one
+        commit a page: only ids stay in memory, whatever the size of the remote.
+
+        Guids that have an object in the job already (a gather of the same job
+        interrupted before) are skipped, and the ids of those objects come first
+        in the list: one object per remote dataset and job.
+
+        :returns: ids of the job's objects
+        :raises SearchError: a bad page; the job's objects are deleted first, so
+            that nothing is imported from a partial listing
+        :raises SQLAlchemyError: likewise, when the objects cannot be written
+        """
+        job_id = harvest_job.id
+        ids, existing = _job_objects(job_id)
+        try:
+            for page in self._gather_pages(base_url, fq_terms):
+                ids.extend(_create_page_objects(page, harvest_job, existing))
+        except (SearchError, SQLAlchemyError):
+            model.Session.rollback()
+            delete_job_objects(job_id)
+            raise
+        return ids
 
     def _search_for_datasets(
         self, remote_ckan_base_url: str, fq_terms: Optional[list[str]] = None
     ) -> list[dict[str, Any]]:
-        """Every dataset of the remote search, page by page, without duplicates.
+        """Every dataset of the remote search, without duplicates, in one list.
+
+        The gather reads the pages one by one instead (:meth:`_search_pages`);
+        this list is kept for subclasses and tests. A subclass overriding it is
+        still obeyed by the gather (which then holds the list in memory).
 
         :raises SearchError: on any bad page (nothing is returned then)
+        """
+        return [dataset for page in self._search_pages(remote_ckan_base_url, fq_terms)
+                for dataset in page]
+
+    def _gather_pages(
+        self, base_url: str, fq_terms: list[str]
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The pages the gather reads: :meth:`_search_pages`, unless
+        :meth:`_search_for_datasets` was overridden (by a subclass, or patched by
+        a test); its list is then used, a page (100 datasets) at a time."""
+        method = getattr(self._search_for_datasets, "__func__", None)
+        if method is _DEFAULT_SEARCH_FOR_DATASETS:
+            return self._search_pages(base_url, fq_terms)
+        datasets = self._search_for_datasets(base_url, fq_terms)
+        return (datasets[start:start + SEARCH_ROWS]
+                for start in range(0, len(datasets), SEARCH_ROWS))
+
+    def _search_pages(
+        self, remote_ckan_base_url: str, fq_terms: Optional[list[str]] = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The datasets of the remote search, a page (100) at a time, each dataset
+        once; the search ends at the first page without a dataset not seen before.
+
+        :raises SearchError: on a bad page (the pages before it were yielded)
         """
         base_search_url = remote_ckan_base_url + self._get_search_api_offset()
         params = {"rows": str(SEARCH_ROWS), "start": "0", "sort": "id asc"}
         if fq_terms:
             params["fq"] = " ".join(fq_terms)
-        datasets: list[dict[str, Any]] = []
         seen: set[str] = set()
         while True:
             url = base_search_url + "?" + urlencode(params)
             page, count = self._get_search_page(remote_ckan_base_url, url)
-            new = [dataset for dataset in page if dataset["id"] not in seen]
+            new = _unseen(page, seen)
             if not new:
-                return datasets
-            seen.update(dataset["id"] for dataset in new)
-            datasets.extend(new)
+                return
+            yield new
             params["start"] = str(_next_start(int(params["start"]), len(page), count))
 
     def _get_search_page(
@@ -375,27 +438,6 @@ class CKANHarvester(ImportStepsMixin, HarvesterBase):
         except ValueError as e:
             raise SearchError(str(e)) from None
         return ckan_http.search_page(result, url)
-
-    def _create_objects(
-        self, datasets: list[dict[str, Any]], harvest_job: HarvestJob
-    ) -> Optional[list[str]]:
-        """One harvest object per remote dataset, committed all together."""
-        objects: dict[str, HarvestObject] = {}
-        try:
-            for dataset in datasets:
-                if dataset["id"] in objects:
-                    continue
-                obj = HarvestObject(guid=dataset["id"], job=harvest_job,
-                                    content=json.dumps(dataset))
-                model.Session.add(obj)
-                objects[dataset["id"]] = obj
-            model.Session.commit()
-        except SQLAlchemyError as e:
-            model.Session.rollback()
-            log.exception("Could not create the harvest objects of job %s", harvest_job.id)
-            self._save_gather_error("%r" % e, harvest_job)
-            return None
-        return [obj.id for obj in objects.values()]
 
     # --- import ----------------------------------------------------------------
 
@@ -449,6 +491,43 @@ class CKANHarvester(ImportStepsMixin, HarvesterBase):
             )
             return False
         return True
+
+
+_DEFAULT_SEARCH_FOR_DATASETS = CKANHarvester._search_for_datasets
+
+
+def _unseen(page: list[dict[str, Any]], seen: set[str]) -> list[dict[str, Any]]:
+    """The datasets of ``page`` whose id is not in ``seen`` (then added to it)."""
+    new = []
+    for dataset in page:
+        if dataset["id"] not in seen:
+            seen.add(dataset["id"])
+            new.append(dataset)
+    return new
+
+
+def _job_objects(job_id: str) -> tuple[list[str], set[str]]:
+    """Ids and guids of the objects a job has already, oldest first."""
+    rows = (model.Session.query(HarvestObject.id, HarvestObject.guid)
+            .filter(HarvestObject.harvest_job_id == job_id)
+            .order_by(HarvestObject.gathered).all())
+    return [object_id for object_id, _ in rows], {guid for _, guid in rows if guid}
+
+
+def _create_page_objects(page: list[dict[str, Any]], job: HarvestJob,
+                         existing: set[str]) -> list[str]:
+    """One object per dataset of ``page`` (but the guids in ``existing``), committed;
+    their ids. Nothing of the page stays referenced: the commit expires the job,
+    which drops its pending ``objects``."""
+    objects = [HarvestObject(guid=dataset["id"], job=job, content=json.dumps(dataset))
+               for dataset in page if dataset["id"] not in existing]
+    if not objects:
+        return []
+    model.Session.add_all(objects)
+    model.Session.flush()
+    ids = [obj.id for obj in objects]
+    model.Session.commit()
+    return ids
 
 
 def _next_start(start: int, page_length: int, count: Optional[int]) -> int:

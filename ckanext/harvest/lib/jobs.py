@@ -107,6 +107,26 @@ def abort_job(job: HarvestJob) -> HarvestJob:
     return get_job_or_404(job_id)
 
 
+def list_jobs(
+    source_id: Optional[str], status: Optional[str], limit: Optional[int], offset: int = 0
+) -> list[HarvestJob]:
+    """Jobs, newest first (``harvest_job_list``).
+
+    :param source_id: only the jobs of this source
+    :param status: only the jobs with this status
+    :param limit: at most this many (None: all)
+    :param offset: skip this many first
+    """
+    query = model.Session.query(HarvestJob)
+    if source_id:
+        query = query.filter(HarvestJob.source_id == source_id)
+    if status:
+        query = query.filter(HarvestJob.status == status)
+    # The id breaks ties: pages neither repeat nor skip jobs created together.
+    query = query.order_by(HarvestJob.created.desc(), HarvestJob.id)
+    return query.offset(offset).limit(limit).all()
+
+
 def latest_job(source_id: str) -> Optional[HarvestJob]:
     """The most recently created job of a source."""
     return (

@@ -9,7 +9,7 @@ from ckan import model
 from ckan.plugins import toolkit
 
 from ckanext.harvest.interfaces import IHarvester
-from ckanext.harvest.lib import harvesters
+from ckanext.harvest.lib import harvesters, stats
 from ckanext.harvest.model import (
     HarvestGatherError,
     HarvestJob,
@@ -65,45 +65,79 @@ def get_object_or_404(object_id: str, attr: Optional[str] = None) -> HarvestObje
     return obj
 
 
-def object_ids(source_id: Optional[str], only_current: bool) -> list[str]:
-    """Ids of the objects of a source (or of all sources)."""
+def object_ids(
+    source_id: Optional[str], only_current: bool, limit: Optional[int] = None,
+    offset: int = 0,
+) -> list[str]:
+    """Ids of the objects of a source (or of all sources), in id order.
+
+    :param limit: at most this many (None: all)
+    :param offset: skip this many first
+    """
     query = model.Session.query(HarvestObject.id)
     if source_id:
         query = query.filter(HarvestObject.harvest_source_id == source_id)
     if only_current:
         query = query.filter(HarvestObject.current.is_(True))
+    query = query.order_by(HarvestObject.id).offset(offset).limit(limit)
     return [object_id for (object_id,) in query]
 
 
-def job_report(job: HarvestJob) -> dict[str, Any]:
-    """Gather errors and per-object errors of a job (``harvest_job_report``)."""
+def job_report(job: HarvestJob, limit: Optional[int], offset: int = 0) -> dict[str, Any]:
+    """Gather errors and per-object errors of a job (``harvest_job_report``).
+
+    A page of each list: ``limit`` gather errors (newest first) and the
+    errors of ``limit`` objects (in object id order), from ``offset`` on;
+    only the rows of that page are read.
+
+    :param limit: at most this many of each (None: all)
+    :param offset: skip this many first, in each
+    """
     gather_errors = (
-        model.Session.query(HarvestGatherError)
+        model.Session.query(HarvestGatherError.message)
         .filter(HarvestGatherError.harvest_job_id == job.id)
-        .order_by(HarvestGatherError.created.desc())
+        .order_by(HarvestGatherError.created.desc(), HarvestGatherError.id)
+        .offset(offset).limit(limit)
     )
+    return {
+        "gather_errors": [{"message": message} for (message,) in gather_errors],
+        "object_errors": _object_errors(job, _objects_with_errors(job.id, limit, offset)),
+    }
+
+
+def _objects_with_errors(job_id: str, limit: Optional[int], offset: int) -> Any:
+    """A subquery: the ids of a page of the job's objects that have errors."""
+    return (
+        model.Session.query(HarvestObject.id)
+        .filter(HarvestObject.harvest_job_id == job_id)
+        .filter(stats.has_errors())
+        .order_by(HarvestObject.id)
+        .offset(offset).limit(limit)
+        .subquery()
+    )
+
+
+def _object_errors(job: HarvestJob, page: Any) -> dict[str, Any]:
     rows = (
-        model.Session.query(HarvestObjectError, HarvestObject.guid)
+        model.Session.query(
+            HarvestObjectError.harvest_object_id, HarvestObjectError.message,
+            HarvestObjectError.line, HarvestObjectError.stage, HarvestObject.guid,
+        )
         .join(HarvestObject, HarvestObject.id == HarvestObjectError.harvest_object_id)
-        .filter(HarvestObject.harvest_job_id == job.id)
-        .order_by(HarvestObject.id, HarvestObjectError.created)
+        .filter(HarvestObject.id.in_(model.Session.query(page.c.id)))
+        .order_by(HarvestObject.id, HarvestObjectError.created, HarvestObjectError.id)
     )
     harvester = harvesters.find_harvester(job.source.type if job.source else None)
     object_errors: dict[str, Any] = {}
-    for error, guid in rows:
-        entry = object_errors.get(error.harvest_object_id)
+    for object_id, message, line, stage, guid in rows:
+        entry = object_errors.get(object_id)
         if entry is None:
-            entry = object_errors[error.harvest_object_id] = {"guid": guid, "errors": []}
-            original = _original_url(harvester, error.harvest_object_id)
+            entry = object_errors[object_id] = {"guid": guid, "errors": []}
+            original = _original_url(harvester, object_id)
             if original:
                 entry["original_url"] = original
-        entry["errors"].append(
-            {"message": error.message, "line": error.line, "type": error.stage}
-        )
-    return {
-        "gather_errors": [{"message": e.message} for e in gather_errors],
-        "object_errors": object_errors,
-    }
+        entry["errors"].append({"message": message, "line": line, "type": stage})
+    return object_errors
 
 
 def _original_url(harvester: Optional[IHarvester], object_id: str) -> Optional[str]:

@@ -108,11 +108,17 @@ def source_status(source_id: str) -> dict[str, Any]:
     source = get_source_or_404(source_id)
     jobs = model.Session.query(HarvestJob).filter(HarvestJob.source_id == source.id)
     last_job = jobs.order_by(HarvestJob.created.desc()).first()
-    total = (
-        model.Session.query(sa.func.count(sa.distinct(model.Package.id)))
-        .join(HarvestObject, HarvestObject.package_id == model.Package.id)
+    # A semi-join, not a join and a distinct count: a source has many objects.
+    harvested = (
+        model.Session.query(HarvestObject.id)
+        .filter(HarvestObject.package_id == model.Package.id)
         .filter(HarvestObject.harvest_source_id == source.id)
         .filter(HarvestObject.current.is_(True))
+        .exists()
+    )
+    total = (
+        model.Session.query(sa.func.count(model.Package.id))
+        .filter(harvested)
         .filter(model.Package.state == "active")
         .filter(model.Package.private.is_(False))
         .scalar()
@@ -211,11 +217,12 @@ def visible_sources_query(user_name: Any) -> Any:
 
 
 def list_sources(
-    user_name: Any, data_dict: dict[str, Any], limit: Optional[int]
+    user_name: Any, data_dict: dict[str, Any], limit: Optional[int], offset: int = 0
 ) -> list[HarvestSource]:
     """Sources visible to the user, filtered as ``harvest_source_list`` says.
 
     :param limit: at most this many (``ckan.harvest.harvest_source_limit``)
+    :param offset: skip this many first
     """
     query = visible_sources_query(user_name)
     if data_dict.get("organization_id"):
@@ -229,4 +236,5 @@ def list_sources(
                 HarvestSource.next_run <= utcnow(),
             )
         )
-    return query.order_by(HarvestSource.created.desc()).limit(limit).all()
+    query = query.order_by(HarvestSource.created.desc(), HarvestSource.id)
+    return query.offset(offset).limit(limit).all()

@@ -6,7 +6,7 @@ The counts (job statistics, error summaries, source status) are queried by
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from ckan import model
 from ckan.plugins import toolkit
@@ -22,32 +22,50 @@ def harvest_source_dictize(
     source: HarvestSource, context: Context, last_job_status: bool = False
 ) -> dict[str, Any]:
     """Return the ``harvest_source`` row as a dict, with the legacy ``status``."""
-    out = source.as_dict()
-    publisher = model.Group.get(source.publisher_id) if source.publisher_id else None
-    out["publisher_title"] = publisher.title if publisher else ""
-    out["status"] = _get_source_status(source, context)
-    if last_job_status:
-        status = toolkit.get_action("harvest_source_show_status")(
-            Context(context), {"id": source.id}
-        )
-        out["last_job_status"] = status["last_job"]
+    return harvest_sources_dictize([source], context, last_job_status)[0]
+
+
+def harvest_sources_dictize(
+    sources: Sequence[HarvestSource], context: Context, last_job_status: bool = False
+) -> list[dict[str, Any]]:
+    """Several sources as :func:`harvest_source_dictize`, their status
+    summaries counted together."""
+    summaries = stats.source_status_summaries([source.id for source in sources])
+    out = []
+    for source in sources:
+        source_dict = source.as_dict()
+        publisher = model.Group.get(source.publisher_id) if source.publisher_id else None
+        source_dict["publisher_title"] = publisher.title if publisher else ""
+        source_dict["status"] = summaries[source.id]
+        if last_job_status:
+            status = toolkit.get_action("harvest_source_show_status")(
+                Context(context), {"id": source.id}
+            )
+            source_dict["last_job_status"] = status["last_job"]
+        out.append(source_dict)
     return out
-
-
-def _get_source_status(source: HarvestSource, context: Context) -> dict[str, Any]:
-    """The legacy status summary of a source (job count, next and last harvest)."""
-    return stats.source_status_summary(source.id)
 
 
 def harvest_job_dictize(job: HarvestJob, context: Context) -> dict[str, Any]:
     """Return a job as a dict with ``stats`` and error summaries (unless disabled)."""
-    out = job.as_dict()
-    if context.get("return_stats", True):
-        out["stats"] = stats.job_stats(job.id)
-    if context.get("return_error_summary", True):
-        limit = context.get("error_summmary_limit", DEFAULT_ERROR_SUMMARY_LIMIT)
-        out["object_error_summary"] = stats.object_error_summary(job.id, limit)
-        out["gather_error_summary"] = stats.gather_error_summary(job.id, limit)
+    return harvest_jobs_dictize([job], context)[0]
+
+
+def harvest_jobs_dictize(jobs: Sequence[HarvestJob], context: Context) -> list[dict[str, Any]]:
+    """Several jobs as :func:`harvest_job_dictize`, their statistics counted
+    together (three aggregate queries, not three per job)."""
+    with_stats = context.get("return_stats", True)
+    all_stats = stats.jobs_stats([job.id for job in jobs]) if with_stats else {}
+    out = []
+    for job in jobs:
+        job_dict = job.as_dict()
+        if with_stats:
+            job_dict["stats"] = all_stats[job.id]
+        if context.get("return_error_summary", True):
+            limit = context.get("error_summmary_limit", DEFAULT_ERROR_SUMMARY_LIMIT)
+            job_dict["object_error_summary"] = stats.object_error_summary(job.id, limit)
+            job_dict["gather_error_summary"] = stats.gather_error_summary(job.id, limit)
+        out.append(job_dict)
     return out
 
 

@@ -34,6 +34,8 @@ name_validator = toolkit.get_validator("name_validator")
 package_name_validator = toolkit.get_validator("package_name_validator")
 owner_org_validator = toolkit.get_validator("owner_org_validator")
 boolean_validator = toolkit.get_validator("boolean_validator")
+is_positive_integer = toolkit.get_validator("is_positive_integer")
+natural_number_validator = toolkit.get_validator("natural_number_validator")
 convert_to_extras = toolkit.get_converter("convert_to_extras")
 convert_from_extras = toolkit.get_converter("convert_from_extras")
 
@@ -44,9 +46,34 @@ def harvest_source_show_params_schema() -> Schema:
             "__extras": [ignore]}
 
 
+def paging_params_schema() -> Schema:
+    """``limit`` (a positive integer) and ``offset`` (0 or more) of the lists."""
+    return {
+        "limit": [ignore_missing, is_positive_integer],
+        "offset": [ignore_missing, natural_number_validator],
+    }
+
+
 def harvest_object_list_params_schema() -> Schema:
     """The parameters of ``harvest_object_list``."""
-    return {"source_id": [ignore_missing, string_param], "__extras": [ignore]}
+    return dict(paging_params_schema(), source_id=[ignore_missing, string_param],
+                __extras=[ignore])
+
+
+def harvest_source_list_params_schema() -> Schema:
+    """The paging parameters of ``harvest_source_list`` (the filters are flags)."""
+    return dict(paging_params_schema(), __extras=[ignore])
+
+
+def harvest_job_list_params_schema() -> Schema:
+    """The parameters of ``harvest_job_list``."""
+    return dict(paging_params_schema(), source_id=[ignore_missing, string_param],
+                status=[ignore_missing, string_param], __extras=[ignore])
+
+
+def harvest_job_report_params_schema() -> Schema:
+    """The paging parameters of ``harvest_job_report`` (``id`` is looked up)."""
+    return dict(paging_params_schema(), __extras=[ignore])
 
 
 def harvest_source_schema() -> Schema:

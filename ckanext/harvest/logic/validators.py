@@ -43,16 +43,20 @@ def string_param(value: Any) -> Any:
     return value
 
 
-def check_params(data_dict: Any, schema: dict[str, Any], context: Context) -> None:
+def check_params(
+    data_dict: Any, schema: dict[str, Any], context: Context
+) -> dict[str, Any]:
     """Validate an action's parameters against a navl ``schema``, like CKAN's
     ``@validate`` decorator, but leaving ``data_dict`` as it is (the action
     passes it on, unknown keys included).
 
+    :returns: the validated (converted) parameters of the schema
     :raises ValidationError: with the errors of the invalid parameters
     """
-    _, errors = validate(dict(data_dict), schema, context)
+    data, errors = validate(dict(data_dict), schema, context)
     if errors:
         raise toolkit.ValidationError(errors)
+    return data
 
 
 def harvest_source_id_exists(value: Any, context: Context) -> Any:
@@ -138,15 +142,17 @@ def harvest_source_url_validator(
     data[key] = _harvester_url_check(data[key], data.get(key[:-1] + ("source_type",)))
     new_url = _normalize_url(data[key])
     new_config = data.get(key[:-1] + ("config",))
-    query = model.Session.query(model.Package.id, model.Package.url).filter(
-        model.Package.type == DATASET_TYPE_NAME
+    # One query for every source (not one per source: a site has thousands,
+    # and this runs on each create, update and indexing of a source).
+    query = (
+        model.Session.query(model.Package.url, HarvestSource.config)
+        .outerjoin(HarvestSource, HarvestSource.id == model.Package.id)
+        .filter(model.Package.type == DATASET_TYPE_NAME)
     )
     edited = _edited_package_id(data, context)
     if edited:
         query = query.filter(model.Package.id != edited)
-    for package_id, url in query:
-        source = HarvestSource.get(package_id)
-        existing_config = source.config if source else None
+    for url, existing_config in query.autoflush(False):
         if _normalize_url(url or "") == new_url and existing_config == new_config:
             raise Invalid(
                 "There already is a Harvest Source for this URL (& config): "

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import Any, Optional, cast
 
 from ckan import model
 from ckan.plugins import toolkit
@@ -14,9 +14,10 @@ from ckanext.harvest.lib import harvesters, jobs, objects, secret_config, source
 from ckanext.harvest.logic import schema
 from ckanext.harvest.logic.dictization import (
     harvest_job_dictize,
+    harvest_jobs_dictize,
     harvest_log_dictize,
     harvest_object_dictize,
-    harvest_source_dictize,
+    harvest_sources_dictize,
 )
 from ckanext.harvest.logic.types import (
     HarvesterInfo,
@@ -25,7 +26,7 @@ from ckanext.harvest.logic.types import (
     SourceStatus,
 )
 from ckanext.harvest.logic.validators import check_params
-from ckanext.harvest.model import HarvestJob, HarvestLog, HarvestSource, LogLevel
+from ckanext.harvest.model import HarvestLog, HarvestSource, LogLevel
 
 # ``config`` is read at call time through this module (downstream tests patch
 # ``...logic.action.get.config``).
@@ -92,20 +93,29 @@ def harvest_source_list(context: Context, data_dict: DataDict) -> list[dict[str,
     :param only_active: only active sources
     :param only_to_run: only scheduled sources that are due
     :param return_last_job_status: add each source's last job
-    :returns: a list of source dicts, at most ``ckan.harvest.harvest_source_limit``
+    :param limit: at most this many (default and most:
+        ``ckan.harvest.harvest_source_limit``)
+    :param offset: skip this many first (default 0)
+    :returns: a list of source dicts
     """
+    params = check_params(data_dict, schema.harvest_source_list_params_schema(), context)
     last_job_status = toolkit.asbool(data_dict.get("return_last_job_status", False))
+    limit, offset = _page(params, options.SOURCE_LIMIT)
+    found = sources.list_sources(context.get("user"), data_dict, limit, offset)
     return [
-        secret_config.redact_source_dict(
-            harvest_source_dictize(source, context, last_job_status), context.get("user")
-        )
-        for source in _get_sources_for_user(context, data_dict)
+        secret_config.redact_source_dict(source_dict, context.get("user"))
+        for source_dict in harvest_sources_dictize(found, context, last_job_status)
     ]
 
 
-def _get_sources_for_user(context: Context, data_dict: DataDict) -> list[HarvestSource]:
-    limit = options.value(config, options.SOURCE_LIMIT)
-    return sources.list_sources(context.get("user"), data_dict, limit)
+def _page(params: dict[str, Any], option: str) -> tuple[Optional[int], int]:
+    """``(limit, offset)`` of a list action: ``limit`` is at most the value of
+    ``option`` (0: no bound), which is also its default."""
+    maximum = int(options.value(config, option) or 0)
+    limit = params.get("limit")
+    if maximum:
+        limit = min(limit or maximum, maximum)
+    return limit, params.get("offset", 0)
 
 
 @toolkit.side_effect_free
@@ -125,10 +135,15 @@ def harvest_job_report(context: Context, data_dict: DataDict) -> JobReport:
     """Return the gather errors and per-object errors of a job.
 
     :param id: the job id
+    :param limit: at most this many gather errors and objects with errors
+        (default and most: ``ckan.harvest.job_report_limit``)
+    :param offset: skip this many first, in each list (default 0)
     """
     toolkit.check_access("harvest_job_show", Context(context), data_dict)
+    params = check_params(data_dict, schema.harvest_job_report_params_schema(), context)
     job = jobs.get_job_or_404(data_dict.get("id"))
-    return cast(JobReport, objects.job_report(job))
+    limit, offset = _page(params, options.JOB_REPORT_LIMIT)
+    return cast(JobReport, objects.job_report(job, limit, offset))
 
 
 @toolkit.side_effect_free
@@ -137,18 +152,15 @@ def harvest_job_list(context: Context, data_dict: DataDict) -> list[dict[str, An
 
     :param source_id: only the jobs of this source
     :param status: only the jobs with this status
+    :param limit: at most this many (default and most:
+        ``ckan.harvest.job_list_limit``)
+    :param offset: skip this many first (default 0)
     """
     toolkit.check_access("harvest_job_list", Context(context), data_dict)
-    query = model.Session.query(HarvestJob)
-    if data_dict.get("source_id"):
-        query = query.filter(HarvestJob.source_id == data_dict["source_id"])
-    if data_dict.get("status"):
-        query = query.filter(HarvestJob.status == data_dict["status"])
-    dictize_context = Context(context, return_error_summary=False)
-    return [
-        harvest_job_dictize(job, dictize_context)
-        for job in query.order_by(HarvestJob.created.desc())
-    ]
+    params = check_params(data_dict, schema.harvest_job_list_params_schema(), context)
+    limit, offset = _page(params, options.JOB_LIST_LIMIT)
+    found = jobs.list_jobs(params.get("source_id"), params.get("status"), limit, offset)
+    return harvest_jobs_dictize(found, Context(context, return_error_summary=False))
 
 
 @toolkit.side_effect_free
@@ -177,11 +189,15 @@ def harvest_object_list(context: Context, data_dict: DataDict) -> list[str]:
 
     :param source_id: the source id (all sources when omitted)
     :param only_current: only current objects (default True)
+    :param limit: at most this many, in id order (default and most:
+        ``ckan.harvest.object_list_limit``)
+    :param offset: skip this many first (default 0)
     """
     toolkit.check_access("harvest_object_list", Context(context), data_dict)
-    check_params(data_dict, schema.harvest_object_list_params_schema(), context)
+    params = check_params(data_dict, schema.harvest_object_list_params_schema(), context)
     only_current = toolkit.asbool(data_dict.get("only_current", True))
-    return objects.object_ids(data_dict.get("source_id"), only_current)
+    limit, offset = _page(params, options.OBJECT_LIST_LIMIT)
+    return objects.object_ids(data_dict.get("source_id"), only_current, limit, offset)
 
 
 @toolkit.side_effect_free
