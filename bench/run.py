@@ -582,11 +582,49 @@ def table(results: dict[str, Any]) -> str:
                      "%.2f" % (f["update_seconds"] / (f["updated"] * floor_per)), "", "",
                      "updated %d after (F)" % f["updated"]))
     peaks = results["peak_rss_kib"]
-    rows.append(("(5) peak RSS (VmHWM) of the consumers", "", "", "", "", "", "",
+    rows.append(("(1-3) peak RSS (VmHWM) of the consumers", "", "", "", "", "", "",
                  ", ".join("%s %s" % (name, mib(kib)) for name, kib in peaks.items())))
-    for extra_rows in results.get("extra_rows", []):
-        rows.extend(tuple(row) for row in extra_rows)
+    if results.get("gather_memory"):
+        rows.extend(gather_rows(results["gather_memory"]))
+    if results.get("site_scale"):
+        rows.extend(site_rows(results["site_scale"]))
     return _fmt_table(rows)
+
+
+def gather_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    """(4): bench/gather_memory.py's figures in this table's columns."""
+    out: list[tuple[str, ...]] = []
+    for r in result["sizes"]:
+        good = r["objects"] == r["size"] == r["guids"]
+        out.append(("(4) gather only, N = %d" % r["size"], str(r["objects"]),
+                    "%.1f" % r["seconds"], "%.1f" % (r["objects"] / r["seconds"]),
+                    "", "objects = N", "ok" if good else "MISSED",
+                    "peak RSS %s (idle %s)" % (mib(r["peak_rss_kib"]),
+                                              mib(r["idle_rss_kib"]))))
+    for sizes, ratio in result.get("ratios", {}).items():
+        out.append(("(4) gather peak RSS, N = %s" % sizes.replace("/", " over N = "),
+                    "", "", "", "%.2f" % ratio, "0.80 to 1.20",
+                    "ok" if 0.8 <= ratio <= 1.2 else "MISSED", "flat is 1.00"))
+    if "kill" in result:
+        k = result["kill"]
+        out.append(("(4) gather killed half-way, run again", str(k["objects"]), "", "", "",
+                    "no duplicate", "ok" if k["ok"] else "MISSED",
+                    "%d objects, %d distinct guids (killed at %d)" % (
+                        k["objects"], k["guids"], k["objects_at_kill"])))
+    return out
+
+
+def site_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    """(5): bench/site_scale.py's figures (median of the timed runs) in this table."""
+    sizes = result["sizes"]
+    out: list[tuple[str, ...]] = [(
+        "(5) site: %(sources)d sources, %(jobs)d jobs, %(objects)d objects, "
+        "%(errors)d errors" % sizes, "", "", "", "", "", "", "")]
+    for label, timing in result["timings"].items():
+        out.append(("(5) %s" % label, "", "%.3f" % timing["median"], "", "",
+                    "< 1 s", "ok" if timing["median"] < 1.0 else "MISSED",
+                    "max %.3f s; answer %s" % (timing["max"], timing["size"])))
+    return out
 
 
 # --- main --------------------------------------------------------------------------
@@ -618,6 +656,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="leave the remote CKAN running on port %d" % REMOTE_PORT)
     parser.add_argument("--only-harvest", action="store_true",
                         help="only the CKAN-to-CKAN figures (1) to (3) and the floor")
+    parser.add_argument("--with-100k", action="store_true",
+                        help="(4) also gathers N = 100,000 (a few minutes more)")
+    parser.add_argument("--no-site", action="store_true",
+                        help="skip (5), the pages and actions at scale")
     args = parser.parse_args(argv)
     config = json.loads(args.config)
     if args.incremental:
@@ -702,6 +744,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         if server is not None and not args.keep_remote:
             server.terminate()
             server.wait(timeout=30)
+    if not args.only_harvest:
+        import gather_memory  # bench/: this script's directory
+        import site_scale
+
+        say("(4) gather memory: bench/gather_memory.py")
+        results["gather_memory"] = gather_memory.measure(argparse.Namespace(
+            with_100k=args.with_100k, timeout=args.timeout))
+        if not args.no_site:
+            say("(5) pages and actions at scale: bench/site_scale.py")
+            results["site_scale"] = site_scale.measure(site_scale.parse_args(["--repeat", "3"]))
     results.update({
         "n": args.n, "seeding_seconds": seeding, "fetch_consumers": args.fetch_consumers,
         "mode": args.source_config,
