@@ -119,9 +119,11 @@ def _import(harvester: IHarvester, obj: HarvestObject) -> bool:
 def fetch_and_import_stages(harvester: IHarvester, obj: HarvestObject) -> None:
     """Run the fetch stage of ``obj``, then its import stage if fetch returned True.
 
-    Sets the state, timestamps and report status of the object (each step
-    committed; the final state together with the report status). Exceptions
-    raised by the harvester propagate.
+    Sets the state, timestamps and report status of the object. Commits: the
+    move to ``FETCH`` (with any pending attempt count) before the fetch stage,
+    the move to ``IMPORT`` with the harvester's first commit, and the final
+    state together with the report status. Exceptions raised by the harvester
+    propagate.
     """
     obj.fetch_started = utcnow()
     obj.state = ObjectState.FETCH.value
