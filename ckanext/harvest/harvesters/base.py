@@ -32,6 +32,7 @@ from ckanext.harvest import options
 from ckanext.harvest.harvesters import _package
 from ckanext.harvest.harvesters._package import NameOrNone, PackageDictForm
 from ckanext.harvest.interfaces import IHarvester
+from ckanext.harvest.lib import indexing
 from ckanext.harvest.model import (
     ErrorStage,
     HarvestGatherError,
@@ -380,7 +381,8 @@ class HarvesterBase(p.SingletonPlugin):
         model.Session.execute(sa.text(DEFER_PACKAGE_FKEY))
         model.Session.flush()
         data_dict = _package.action_form(package_dict, form, context)
-        toolkit.get_action("package_create")(context, data_dict)
+        with indexing.writing(harvest_object):
+            toolkit.get_action("package_create")(context, data_dict)
 
     def _update_package(
         self,
@@ -406,7 +408,8 @@ class HarvesterBase(p.SingletonPlugin):
         harvest_object.current = True
         model.Session.add(harvest_object)
         model.Session.flush()
-        toolkit.get_action("package_update")(context, data_dict)
+        with indexing.writing(harvest_object):
+            toolkit.get_action("package_update")(context, data_dict)
 
     def _find_existing_package(self, package_dict: dict[str, Any]) -> dict[str, Any]:
         """Return the local dataset with ``package_dict['id']`` (override to match

@@ -3,13 +3,31 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Optional
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 from ckan import model
 
 from ckanext.harvest.model import HarvestObject
 
 log = logging.getLogger(__name__)
+
+
+#: The object whose dataset is being written in this thread (see :func:`writing`).
+_writing = threading.local()
+
+
+@contextmanager
+def writing(obj: HarvestObject) -> Iterator[None]:
+    """While the dataset of ``obj`` (its current object, ``package_id`` set) is
+    created or updated: its indexing takes the object from here, not from a
+    query."""
+    _writing.obj = obj
+    try:
+        yield
+    finally:
+        _writing.obj = None
 
 
 def _current_object(package_id: str) -> Optional[HarvestObject]:
@@ -59,7 +77,9 @@ def add_harvest_extras(pkg_dict: dict[str, Any]) -> dict[str, Any]:
     filter on ``harvest_source_id``).
     """
     _serialise_status(pkg_dict)
-    obj = _current_object(pkg_dict["id"])
+    obj = getattr(_writing, "obj", None)
+    if obj is None or obj.package_id != pkg_dict["id"]:
+        obj = _current_object(pkg_dict["id"])
     if obj is None:
         return pkg_dict
     values = {
