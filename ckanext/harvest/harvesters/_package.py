@@ -59,6 +59,26 @@ def names_starting_with(prefix: str) -> set[NameOrNone]:
     return {row[0] for row in rows}
 
 
+def name_taken(name: str) -> bool:
+    """Whether a dataset (any state or type) has exactly this name (one indexed
+    lookup, where :func:`names_starting_with` scans)."""
+    return model.Session.query(model.Package.id).filter(
+        model.Package.name == name).first() is not None
+
+
+def find_package(reference: Optional[str]) -> Optional[tuple[str, str]]:
+    """Id and name of the dataset with id ``reference``, else name ``reference``
+    (as ``Package.get``, in one query instead of two when there is none)."""
+    if not reference:
+        return None
+    rows = model.Session.query(model.Package.id, model.Package.name).filter(
+        (model.Package.id == reference) | (model.Package.name == reference)).all()
+    for package_id, name in rows:
+        if package_id == reference:
+            return package_id, name
+    return (rows[0][0], rows[0][1]) if rows else None
+
+
 def first_free_numbered_name(ideal_name: str, taken: set[NameOrNone]) -> NameOrNone:
     """``ideal_name`` followed by the lowest free number 1..999 (None if none)."""
     max_length = model.PACKAGE_NAME_MAX_LENGTH

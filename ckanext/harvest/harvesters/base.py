@@ -184,6 +184,8 @@ class HarvesterBase(p.SingletonPlugin):
         width = _SUFFIX_WIDTH.get(append_type)
         if width is None:
             raise NotImplementedError("append_type cannot be %s" % append_type)
+        if not _package.name_taken(ideal_name):  # the usual case, without a scan
+            return ideal_name
         taken = _package.names_starting_with(ideal_name[: max_length - width])
         taken.discard(existing_name)
         if ideal_name not in taken:
@@ -308,12 +310,12 @@ class HarvesterBase(p.SingletonPlugin):
             if self._default_lookup():
                 # Without building the dataset dict (package_show) when it is not
                 # needed: a new dataset, or one unchanged since its last import.
-                found = model.Package.get(package_dict.get("id"))
+                found = _package.find_package(package_dict.get("id"))
                 if found is None:
                     raise toolkit.ObjectNotFound()
-                if found.id == package_dict["id"] and \
+                if found[0] == package_dict["id"] and \
                         _package.unchanged_since_import(package_dict):
-                    package_dict["name"] = found.name
+                    package_dict["name"] = found[1]
                     log.info("Package with GUID %s not updated, skipping",
                              harvest_object.guid)
                     return UNCHANGED
@@ -395,6 +397,9 @@ class HarvesterBase(p.SingletonPlugin):
         """Update the dataset and make ``harvest_object`` its current object."""
         log.info("Package with GUID %s exists and needs to be updated", harvest_object.guid)
         context["id"] = package_dict["id"]
+        if self._default_lookup():
+            # package_update would build it again (CKAN 2.12 takes it from here).
+            context["original_package"] = existing
         for field in _not_overwrite_fields():
             if field in existing:
                 package_dict[field] = existing[field]
