@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMMANDS = [
     "source", "sources", "job", "jobs", "job-abort", "abort-failed-jobs",
     "purge-queues", "gather-consumer", "fetch-consumer", "run", "run-test", "import",
-    "clean-harvest-log", "job-all", "reindex", "harvesters_info",
+    "clean-harvest-log", "job-all", "reindex", "harvesters_info", "preview",
 ]
 SOURCE_COMMANDS = ["create", "show", "remove", "clear", "clear-history"]
 ALIASES = [
@@ -900,3 +900,43 @@ def test_real_executable_gather_consumer_stops_cleanly_on_sigterm(ckan_ini):
     assert "Traceback" not in stderr
     assert model.Session.query(HarvestObject).filter_by(
         harvest_job_id=job["id"]).count() == 2
+
+
+# --- preview -----------------------------------------------------------------------
+
+
+def test_preview_prints_each_record_and_writes_nothing(run):
+    source = _source(source_type="test", config=json.dumps({
+        "datasets": [{"guid": "p1", "title": "One"}, {"guid": "p2", "title": "Two"},
+                     {"guid": "p3", "title": "Three"}],
+        "import": {"p2": "error"}}))
+
+    result = run("preview", source["id"], "--limit", "2")
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == ("Preview of {}: 3 record(s) gathered, 2 previewed; nothing was "
+                        "written.".format(source["id"]))
+    assert lines[1] == "create        p1 -> harvested-p1"
+    assert lines[2] == "error         p2"
+    assert lines[3].startswith("    error: ")
+    assert _jobs_of(source["id"]) == []
+    assert not _dataset_exists("harvested-p1")
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "many"])
+def test_preview_refuses_a_bad_limit_in_one_line(run, limit):
+    source = _source(source_type="test")
+
+    result = run("preview", source["id"], "--limit", limit)
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--limit'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_preview_of_an_unknown_source(run):
+    result = run("preview", "no-such-source")
+
+    assert result.exit_code != 0
+    assert "Source <no-such-source> not found." in result.output

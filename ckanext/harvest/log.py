@@ -7,13 +7,28 @@ application's pending changes.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from ckan.model import meta
 from sqlalchemy.orm import Session
 
 from ckanext.harvest.model import HarvestLog
+
+_SUPPRESSED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "ckanext_harvest_db_log_suppressed", default=False)
+
+
+@contextlib.contextmanager
+def database_log_suppressed() -> Iterator[None]:
+    """No ``harvest_log`` row is written in this context (a dry-run preview)."""
+    token = _SUPPRESSED.set(True)
+    try:
+        yield
+    finally:
+        _SUPPRESSED.reset(token)
 
 
 class DBLogHandler(logging.Handler):
@@ -29,7 +44,7 @@ class DBLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Store the record; failures are reported on stderr, never raised."""
         engine = self._engine()
-        if engine is None or self._emitting:
+        if engine is None or self._emitting or _SUPPRESSED.get():
             return
         self._emitting = True
         try:

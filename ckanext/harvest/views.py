@@ -415,6 +415,33 @@ def confirm_view(action: str, id: str, job_id: Optional[str] = None,
     )
 
 
+#: Fields of the source form passed on to a preview of a source not saved yet.
+_PREVIEW_FORM_FIELDS = ("url", "title", "name", "notes", "source_type", "frequency",
+                        "config", "owner_org")
+
+
+def preview_view(id: Optional[str] = None) -> str:
+    """``harvester.preview`` (a saved source, GET) and ``harvester.preview_new``
+    (the new-source form, POST): what a job would do, nothing written."""
+    limit = toolkit.request.args.get("limit") or toolkit.request.form.get("limit")
+    source_dict = _show_source(id) if id else None
+    if source_dict is not None:
+        data: dict[str, Any] = {"id": source_dict["id"]}
+    else:
+        form = toolkit.request.form
+        data = {key: form[key] for key in _PREVIEW_FORM_FIELDS if form.get(key)}
+    if limit:
+        data["limit"] = limit
+    result, errors = None, None
+    with _source_not_found():
+        try:
+            result = _view_action("harvest_source_preview", data)
+        except toolkit.ValidationError as error:
+            errors = error.error_summary
+    return _render("source/preview.html", harvest_source=source_dict, result=result,
+                   errors=errors, source_fields=data)
+
+
 def _is_xml(text: str) -> bool:
     from lxml import etree
 
@@ -551,6 +578,14 @@ def job_errors(source: str, id: str, fmt: str) -> ViewResult:
     return job_errors_view(id, fmt)
 
 
+def preview(id: str) -> ViewResult:
+    return preview_view(id)
+
+
+def preview_new() -> ViewResult:
+    return preview_view(None)
+
+
 harvester.add_url_rule("/harvest/delete/<id>", view_func=DeleteView.as_view("delete"))
 harvester.add_url_rule("/harvest/refresh/<id>", view_func=RefreshView.as_view("refresh"))
 harvester.add_url_rule("/harvest/admin/<id>", view_func=admin)
@@ -563,6 +598,8 @@ harvester.add_url_rule(
     "/harvest/<source>/job/<id>/abort", view_func=JobAbortView.as_view("job_abort")
 )
 harvester.add_url_rule("/harvest/<source>/job/<id>/errors.<fmt>", view_func=job_errors)
+harvester.add_url_rule("/harvest/preview/<id>", view_func=preview)
+harvester.add_url_rule("/harvest/preview/new", view_func=preview_new, methods=["POST"])
 harvester.add_url_rule(
     "/harvest/object/<id>", view_func=object_show, defaults={"ref_type": "object"}
 )

@@ -80,6 +80,8 @@ AUTH_MATRIX: list[tuple[str, str, DataBuilder, tuple[bool, ...]]] = [
      lambda w: {"id": w.job_id},                                    (N, N, N, Y, Y, N, Y)),
     ("harvest_job_error_report", "harvest_job_error_report",
      lambda w: {"id": w.job_id},                                    (N, N, N, Y, Y, N, Y)),
+    ("harvest_source_preview", "harvest_source_preview",
+     lambda w: {"id": w.source_id},                                 (N, N, N, Y, Y, N, Y)),
     ("harvest_job_list", "harvest_job_list",
      lambda w: {"source_id": w.source_id},                          (N, N, N, Y, Y, N, Y)),
     # Q9: without source_id only sysadmins may list jobs, others get a clean 403
@@ -154,7 +156,7 @@ EXPECTED_AUTH_NAMES = {
     # the project's decisions (Q3, Q4, Q5)
     "harvest_log_list", "harvest_source_patch", "harvest_abort_failed_jobs",
     # the project's additions
-    "harvest_job_error_report",
+    "harvest_job_error_report", "harvest_source_preview",
 }
 
 EXPECTED_ACTION_NAMES = {
@@ -169,7 +171,7 @@ EXPECTED_ACTION_NAMES = {
     "harvest_object_create", "harvest_object_show", "harvest_object_list",
     "harvesters_info_show", "harvest_log_list", "harvest_get_notifications_recipients",
     # the project's additions
-    "harvest_job_error_report",
+    "harvest_job_error_report", "harvest_source_preview",
 }
 
 ANONYMOUS_ALLOWED = {
@@ -371,6 +373,8 @@ API_MATRIX: list[tuple[str, str, DataBuilder, tuple[bool, ...]]] = [
      lambda w: {"id": w.job_id},                                    (N, N, N, Y, Y, N, Y)),
     ("harvest_job_error_report", "harvest_job_error_report",
      lambda w: {"id": w.job_id},                                    (N, N, N, Y, Y, N, Y)),
+    ("harvest_source_preview", "harvest_source_preview",
+     lambda w: {"id": w.source_id},                                 (N, N, N, Y, Y, N, Y)),
     ("harvest_object_list", "harvest_object_list",
      lambda w: {"source_id": w.source_id},                          (N, Y, Y, Y, Y, Y, Y)),
     ("harvest_source_show[private]", "harvest_source_show",
@@ -400,6 +404,7 @@ ANONYMOUS_REFUSED_ACTIONS: list[tuple[str, DataBuilder]] = [
     ("harvest_job_show", lambda w: {"id": w.job_id}),
     ("harvest_job_report", lambda w: {"id": w.job_id}),
     ("harvest_job_error_report", lambda w: {"id": w.job_id}),
+    ("harvest_source_preview", lambda w: {"id": w.source_id}),
     ("harvest_job_list", lambda w: {"source_id": w.source_id}),
     ("harvest_job_abort", lambda w: {"id": w.job_id}),
     ("harvest_abort_failed_jobs", lambda w: {"life_span": 7}),

@@ -37,6 +37,7 @@ def _urls(w: World) -> dict[str, str]:
         "job_show": "/harvest/{}/job/{}".format(name, w.job_id),
         "job_errors_csv": "/harvest/{}/job/{}/errors.csv".format(name, w.job_id),
         "job_errors_json": "/harvest/{}/job/{}/errors.json".format(name, w.job_id),
+        "preview": "/harvest/preview/{}".format(name),
         "refresh": "/harvest/refresh/{}".format(w.idle_source["id"]),
         "clear": "/harvest/clear/{}".format(name),
         "delete": "/harvest/delete/{}".format(name),
@@ -52,7 +53,7 @@ def _urls(w: World) -> dict[str, str]:
 
 PUBLIC = ("search", "read", "about", "object_show", "dataset_object")
 MANAGED = ("admin", "job_list", "job_show_last", "job_show", "job_errors_csv",
-           "job_errors_json", "refresh", "clear", "delete", "delete_clear", "job_abort",
+           "job_errors_json", "preview", "refresh", "clear", "delete", "delete_clear", "job_abort",
            "edit")
 
 
@@ -908,3 +909,55 @@ class TestCSRF:
 
         assert response.status_code == 302
         assert model.Package.get("csrf-accepted") is not None
+
+
+class TestPreview:
+    def test_dashboard_offers_a_preview(self, world, client):
+        body = _body(client("editor").get(_urls(world)["admin"]))
+
+        assert 'id="harvest-preview" href="{}"'.format(_urls(world)["preview"]) in body
+
+    def test_preview_of_a_source_lists_what_a_job_would_do(self, world, client):
+        jobs_before = _job_count(world.source["id"])
+        expected = toolkit.get_action("harvest_source_preview")(
+            {"ignore_auth": True}, {"id": world.source["id"]})
+
+        response = client("editor").get(_urls(world)["preview"])
+
+        page = _text(response)
+        assert response.status_code == 200
+        assert "Nothing was saved, indexed, queued or mailed." in page
+        assert expected["records"], "the world's source has records"
+        for record in expected["records"]:
+            assert record["guid"] in page
+        assert _job_count(world.source["id"]) == jobs_before
+
+    def test_new_form_previews_without_saving(self, world, client):
+        form = client("editor").get("/harvest/new")
+        assert 'id="preview" type="submit" formaction="/harvest/preview/new"' in _body(form)
+
+        response = client("editor").post("/harvest/preview/new", data=_form_data(
+            owner_org=world.org_id, name="previewed-only", url="http://previewed.example.org",
+            config=json.dumps({"datasets": [{"guid": "pv1", "title": "Previewed"}]})))
+
+        page = _text(response)
+        assert response.status_code == 200
+        assert "create pv1 Previewed" in page
+        assert model.Package.get("previewed-only") is None
+        assert model.Package.get("harvested-pv1") is None
+
+    @pytest.mark.parametrize("limit", ["0", "101", "x"])
+    def test_a_bad_limit_is_shown(self, world, client, limit):
+        response = client("editor").get(_urls(world)["preview"], query_string={"limit": limit})
+
+        assert response.status_code == 200
+        page = _text(response)
+        assert "The preview could not run:" in page
+        assert re.search(r"The preview could not run: limit: \S", page, re.I)
+
+    def test_new_form_preview_shows_validation_errors(self, world, client):
+        response = client("editor").post("/harvest/preview/new", data=_form_data(
+            owner_org=world.org_id, name="bad-preview", url=""))
+
+        assert "The preview could not run:" in _text(response)
+        assert model.Package.get("bad-preview") is None

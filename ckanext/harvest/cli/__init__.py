@@ -7,6 +7,7 @@ like CKAN core's ``ckan/cli/``:
 * :mod:`~ckanext.harvest.cli.jobs`: ``job``, ``jobs``, ``job-abort``,
   ``abort-failed-jobs``, ``job-all`` and the scheduler, ``run``;
 * :mod:`~ckanext.harvest.cli.run_test`: ``run-test``;
+* :mod:`~ckanext.harvest.cli.reports`: ``preview`` and ``job errors``;
 * :mod:`~ckanext.harvest.cli.queues`: ``purge-queues`` and the consumers;
 * :mod:`~ckanext.harvest.cli.maintenance`: ``import``, ``reindex``,
   ``clean-harvest-log``, ``harvesters_info``.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import click
 
-from ckanext.harvest.cli import jobs, maintenance, queues, run_test, sources
+from ckanext.harvest.cli import jobs, maintenance, queues, reports, run_test, sources
 
 
 def get_commands() -> list[click.Command]:
@@ -48,6 +49,7 @@ for _subcommand in (
     jobs.job_all_command,
     jobs.run_command,
     run_test.run_test_command,
+    reports.preview_command,
     maintenance.import_command,
     queues.purge_queues_command,
     queues.gather_consumer_command,

@@ -19,6 +19,7 @@ from ckanext.harvest.logic.validators import (
     harvest_source_id_exists,
     harvest_source_type_exists,
     harvest_source_url_validator,
+    preview_limit,
     string_param,
 )
 
@@ -60,6 +61,14 @@ def harvest_job_error_report_params_schema() -> Schema:
     """The filters and paging of ``harvest_job_error_report`` (``id`` is looked up)."""
     return dict(paging_params_schema(), stage=[ignore_missing, string_param, error_stage],
                 group=[ignore_missing, string_param, error_group], __extras=[ignore])
+
+
+def harvest_source_preview_params_schema() -> Schema:
+    """``id`` and ``limit`` of ``harvest_source_preview`` (a new source's fields
+    are validated by ``harvest_source_create`` in the sandbox)."""
+    return {"id": [ignore_missing, string_param],
+            "limit": [ignore_missing, is_positive_integer, preview_limit],
+            "__extras": [ignore]}
 
 
 def harvest_object_list_params_schema() -> Schema:

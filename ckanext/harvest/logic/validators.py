@@ -62,6 +62,17 @@ def error_group(value: Any) -> Any:
     return value
 
 
+#: Most records a dry-run preview fetches and imports.
+MAX_PREVIEW_LIMIT = 100
+
+
+def preview_limit(value: Any) -> Any:
+    """At most :data:`MAX_PREVIEW_LIMIT` records (after ``is_positive_integer``)."""
+    if isinstance(value, int) and value > MAX_PREVIEW_LIMIT:
+        raise Invalid("Must be at most %d" % MAX_PREVIEW_LIMIT)
+    return value
+
+
 def check_params(
     data_dict: Any, schema: dict[str, Any], context: Context
 ) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from ckanext.harvest.lib import (
     harvesters,
     jobs,
     objects,
+    preview,
     secret_config,
     sources,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "harvest_job_show",
     "harvest_job_report",
     "harvest_job_error_report",
+    "harvest_source_preview",
     "harvest_job_list",
     "harvest_object_show",
     "harvest_object_list",
@@ -189,6 +191,43 @@ def harvest_job_error_report(context: Context, data_dict: DataDict) -> dict[str,
         "total": error_report.count(job.id, stage, group),
         "errors": error_report.page(job.id, stage, group, limit, offset),
     }
+
+
+def harvest_source_preview(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Show what a job of a source would do with its first records, writing
+    nothing (a dry run: see ``docs/ckan-harvester.rst``).
+
+    The harvester's gather stage runs, then fetch and import for up to
+    ``limit`` objects, in a database transaction that is always rolled back;
+    nothing is indexed, queued, mailed or logged to the database.
+
+    :param id: the id or name of a saved source; without it, the fields of
+        ``harvest_source_create`` describe a source not saved yet
+    :param limit: records to fetch and import (default 20, at most 100)
+    :returns: ``source_id`` (None for a new source), ``gathered``,
+        ``gather_errors``, ``limit`` and ``records``: for each, ``guid``,
+        ``outcome`` (``create``, ``update``, ``not modified``, ``withdraw`` or
+        ``error``), ``errors``, ``dataset`` and, for an update, ``changes``
+        (``field``, ``change``, ``old``, ``new``)
+    :raises ObjectNotFound: no such source
+    :raises ValidationError: a bad ``limit``, an invalid new source, or a
+        source no harvester handles
+    """
+    toolkit.check_access("harvest_source_preview", Context(context), data_dict)
+    params = check_params(data_dict, schema.harvest_source_preview_params_schema(), context)
+    limit = params.get("limit", preview.DEFAULT_LIMIT)
+    source_id = None
+    new_source = None
+    if data_dict.get("id"):
+        package = model.Package.get(data_dict["id"])  # an id or a name
+        source_id = sources.get_source_or_404(package.id if package else data_dict["id"]).id
+    else:
+        new_source = {k: v for k, v in data_dict.items() if k not in ("limit", "id")}
+    try:
+        result = preview.preview_source(source_id, limit, new_source, context.get("user"))
+    except preview.PreviewError as error:
+        raise toolkit.ValidationError({"source_type": [str(error)]}) from None
+    return dict(result, source_id=source_id)
 
 
 @toolkit.side_effect_free

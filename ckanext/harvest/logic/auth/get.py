@@ -18,6 +18,7 @@ __all__ = [
     "harvest_source_list",
     "harvest_job_show",
     "harvest_job_error_report",
+    "harvest_source_preview",
     "harvest_job_list",
     "harvest_object_show",
     "harvest_object_list",
@@ -66,6 +67,21 @@ def harvest_job_show(context: Context, data_dict: DataDict) -> AuthResult:
 def harvest_job_error_report(context: Context, data_dict: DataDict) -> AuthResult:
     """The whole error report of a job: as the job itself."""
     return harvest_job_show(context, data_dict)
+
+
+def harvest_source_preview(context: Context, data_dict: DataDict) -> AuthResult:
+    """A saved source (``id``): who may start its jobs; a new one: who may
+    create it."""
+    if (data_dict or {}).get("id"):
+        package = get_source_package(data_dict)
+        return allowed_if(
+            "package_update", context, {"id": package.id},
+            toolkit._("User {0} not authorized to preview harvest source {1}").format(
+                context.get("user"), package.id))
+    return allowed_if(
+        "package_create", context, data_dict or {},
+        toolkit._("User {0} not authorized to create harvest sources").format(
+            context.get("user")))
 
 
 def harvest_job_list(context: Context, data_dict: DataDict) -> AuthResult:
