@@ -373,8 +373,9 @@ def test_source_clear_deletes_datasets_jobs_and_objects(run, command):
     assert HarvestSource.get(source["id"]) is not None
 
 
-def test_source_clear_unknown_source(run):
-    result = run("source", "clear", "missing")
+@pytest.mark.parametrize("command", ["clear", "detach"])
+def test_source_clear_unknown_source(run, command):
+    result = run("source", command, "missing")
 
     assert result.exit_code == 1
     assert result.stderr == "Source <missing> not found.\nAborted!\n"
@@ -396,13 +397,6 @@ def test_source_detach_turns_the_datasets_into_local_ones(run):
     assert HarvestSource.get(source["id"]).active is True
     assert run("source", "clear", source["id"]).exit_code == 0
     assert _dataset_exists("harvested-g1") and _dataset_exists("harvested-g2")
-
-
-def test_source_detach_unknown_source(run):
-    result = run("source", "detach", "missing")
-
-    assert result.exit_code == 1
-    assert result.stderr == "Source <missing> not found.\nAborted!\n"
 
 
 def test_source_detach_refused_while_a_job_runs(run):
