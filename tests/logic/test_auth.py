@@ -101,6 +101,9 @@ AUTH_MATRIX: list[tuple[str, str, DataBuilder, tuple[bool, ...]]] = [
      _source,                                                       (N, N, N, Y, Y, N, Y)),
     ("harvest_source_clear", "harvest_source_clear",
      _source,                                                       (N, N, N, Y, Y, N, Y)),
+    # issue 15: follows harvest_source_update
+    ("harvest_source_detach", "harvest_source_detach",
+     _source,                                                       (N, N, N, Y, Y, N, Y)),
     ("harvest_sources_clear", "harvest_sources_clear",
      _nothing,                                                      (N, N, N, N, N, N, Y)),
     ("harvest_objects_import", "harvest_objects_import",
@@ -151,6 +154,8 @@ EXPECTED_AUTH_NAMES = {
     "harvest_job_abort", "harvest_sources_reindex", "harvest_source_reindex",
     # the project's decisions (Q3, Q4, Q5)
     "harvest_log_list", "harvest_source_patch", "harvest_abort_failed_jobs",
+    # issue 15
+    "harvest_source_detach",
 }
 
 EXPECTED_ACTION_NAMES = {
@@ -164,6 +169,7 @@ EXPECTED_ACTION_NAMES = {
     "harvest_abort_failed_jobs", "harvest_jobs_run", "harvest_objects_import",
     "harvest_object_create", "harvest_object_show", "harvest_object_list",
     "harvesters_info_show", "harvest_log_list", "harvest_get_notifications_recipients",
+    "harvest_source_detach",
 }
 
 ANONYMOUS_ALLOWED = {
@@ -315,6 +321,7 @@ class TestAuthMessages:
     @pytest.mark.parametrize("auth_name, data_dict", [
         ("harvest_source_update", {"id": "no-such-source"}),
         ("harvest_source_delete", {"id": "no-such-source"}),
+        ("harvest_source_detach", {"id": "no-such-source"}),
         ("harvest_source_show", {"id": "no-such-source"}),
         ("harvest_job_create", {"source_id": "no-such-source"}),
     ])
@@ -381,6 +388,7 @@ ANONYMOUS_REFUSED_ACTIONS: list[tuple[str, DataBuilder]] = [
     ("harvest_source_patch", lambda w: {"id": w.source_id, "title": "Patched"}),
     ("harvest_source_delete", _source),
     ("harvest_source_clear", _source),
+    ("harvest_source_detach", _source),
     ("harvest_source_index_clear", _source),
     ("harvest_source_job_history_clear", _source),
     ("harvest_sources_job_history_clear", _nothing),
