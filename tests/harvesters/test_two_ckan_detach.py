@@ -77,22 +77,22 @@ def _current_objects(package_ids: Any) -> int:
         HarvestObject.current.is_(True)).count()
 
 
-def _on_backend(local: Local, backend: str,
+def _on_backend(module_site: Local, backend: str,
                 make_site: Callable[..., HarvestSite]) -> Local:
     """The local site whose consumers use ``backend`` (the module's own is Redis)."""
     if backend == "redis":
-        return local
+        return module_site
     site = make_site(backend, "two-ckan", SITE_OPTIONS)
     site.consumer("gather").start()
     site.consumer("fetch").start()
     _become(site)
-    return Local(site, dict(config), local.org_id)
+    return Local(site, dict(config), module_site.org_id)
 
 
 @pytest.mark.parametrize("backend", ["redis", "amqp"])
 def test_detached_datasets_are_left_alone_by_every_later_job(
-        local: Local, remote: RemoteCkan, make_site: Callable[..., HarvestSite],
-        backend: str) -> None:
+        local: Local, remote: RemoteCkan,  # noqa: F811 - the imported fixtures
+        make_site: Callable[..., HarvestSite], backend: str) -> None:
     site = _on_backend(local, backend, make_site)
     source_id = _create_source(site, remote, {"default_extras": DEFAULT_EXTRAS})
     first = _harvest(site, source_id)
