@@ -112,6 +112,26 @@ def test_detach_cuts_the_link_and_keeps_the_datasets(org):
     assert status["total_datasets"] == 0
 
 
+def test_the_source_is_indexed_again_with_its_new_count(org):
+    source = _source(org["id"], "oak", "elm")
+    _harvest(source)
+    helpers.call_action("harvest_source_reindex", id=source["id"])
+    assert _indexed_count_of_source(source["id"]) == 2
+
+    _detach(source["id"])
+
+    assert _indexed_count_of_source(source["id"]) == 0
+
+
+def _indexed_count_of_source(source_id: str) -> int:
+    """``total_datasets`` of the source's status, as its index entry has it."""
+    result = helpers.call_action("package_search", fq="+dataset_type:harvest",
+                                 q='id:"{}"'.format(source_id))
+    (found,) = result["results"]
+    status = found["status"]
+    return int((json.loads(status) if isinstance(status, str) else status)["total_datasets"])
+
+
 def test_stored_harvest_extras_are_removed_and_others_kept(org):
     source = _source(org["id"], "oak")
     _harvest(source)

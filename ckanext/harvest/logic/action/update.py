@@ -106,6 +106,8 @@ def harvest_source_detach(context: Context, data_dict: DataDict) -> SourceDetach
         detached = detaching.detach_source(source.id)
     except detaching.SourceBusy as e:
         raise toolkit.ValidationError({"id": [str(e)]}) from None
+    # The source's own index entry carries its status (its dataset count).
+    toolkit.get_action("harvest_source_reindex")(Context(context), {"id": source.id})
     return {"id": source.id, "detached": detached}
 
 
