@@ -17,12 +17,12 @@ from ckan import model
 from ckan.lib.pagination import Page
 from ckan.plugins import toolkit
 from ckan.types import Response
-from flask import Blueprint, current_app
+from flask import Blueprint, current_app, stream_with_context
 from flask.views import MethodView
 
 from ckanext.harvest import options
 from ckanext.harvest.constants import DATASET_TYPE_NAME
-from ckanext.harvest.lib import stats
+from ckanext.harvest.lib import error_report, stats
 
 #: What a view returns: a rendered page, or a response (redirect, document).
 ViewResult = Union[str, Response]
@@ -244,7 +244,67 @@ def job_show_view(
         "source/job/read.html", harvest_source=source_dict, job=job,
         job_report=report, is_last_job=is_last, page=pager,
         documents_with_errors=counts["objects"],
+        **_error_groups(job["id"], per_page, endpoint, url_args),
     )
+
+
+def _error_groups(job_id: str, per_page: int, endpoint: str,
+                  url_args: dict[str, Any]) -> dict[str, Any]:
+    """The job page's complete report: a page of its message groups (``gpage``),
+    and, when one is chosen (``group``), a page of that group's errors."""
+    group = toolkit.request.args.get("group") or None
+    number = _page_argument("gpage")
+    try:
+        report = _view_action("harvest_job_error_report", {
+            "id": job_id, "group": group, "limit": per_page,
+            "offset": (number - 1) * per_page if group else 0,
+        } if group else {"id": job_id, "limit": 1})
+    except toolkit.ValidationError:
+        return toolkit.abort(400, toolkit._("Unknown group of errors"))
+    groups = report["groups"]
+    chosen = next((g for g in groups if g["group"] == group), None)
+    if group and chosen is None:
+        return toolkit.abort(404, toolkit._("No such group of errors in this job"))
+    shown = groups if group else groups[(number - 1) * per_page:number * per_page]
+
+    def url(q: Any = None, page: Optional[int] = None) -> str:
+        return toolkit.url_for(endpoint, gpage=page, group=group, **url_args)
+
+    items = report["errors"] if group else shown
+    total = report["total"] if group else len(groups)
+    return {
+        "error_groups": groups, "error_group": chosen,
+        "error_group_errors": report["errors"] if group else [],
+        "error_groups_shown": shown,
+        "error_total": sum(g["count"] for g in groups),
+        "error_pager": Page(collection=items, page=number, url=url, item_count=total,
+                            items_per_page=per_page, presliced_list=True),
+    }
+
+
+def _page_argument(name: str) -> int:
+    """A positive page number from the query argument ``name`` (default 1)."""
+    value = toolkit.request.args.get(name, "1")
+    if not value.isdigit() or int(value) < 1:
+        return toolkit.abort(400, toolkit._("Invalid page number"))
+    return int(value)
+
+
+def job_errors_view(id: str, fmt: str) -> ViewResult:
+    """``harvester.job_errors``: every error of a job as one file, streamed
+    (``csv`` or ``json``; the columns of :mod:`ckanext.harvest.lib.error_report`)."""
+    if fmt not in error_report.FORMATS:
+        return toolkit.abort(404, toolkit._("Unknown format"))
+    with _job_not_found():
+        # Who may read the job may download its errors (harvest_job_error_report).
+        report = _view_action("harvest_job_error_report", {"id": id, "limit": 1})
+    media_type, chunks = error_report.FORMATS[fmt]
+    rows = error_report.iter_rows(report["job_id"])
+    response = current_app.response_class(stream_with_context(chunks(rows)),
+                                          mimetype=media_type)
+    response.headers["Content-Disposition"] = (
+        'attachment; filename="harvest-job-%s-errors.%s"' % (report["job_id"], fmt))
+    return response
 
 
 def job_show_last_view(source: str) -> str:
@@ -565,6 +625,10 @@ def object_show(id: str, ref_type: str) -> ViewResult:
     return object_show_view(id, ref_type)
 
 
+def job_errors(source: str, id: str, fmt: str) -> ViewResult:
+    return job_errors_view(id, fmt)
+
+
 harvester.add_url_rule("/harvest/delete/<id>", view_func=DeleteView.as_view("delete"))
 harvester.add_url_rule("/harvest/refresh/<id>", view_func=RefreshView.as_view("refresh"))
 harvester.add_url_rule("/harvest/admin/<id>", view_func=admin)
@@ -576,6 +640,7 @@ harvester.add_url_rule("/harvest/<source>/job/<id>", view_func=job_show)
 harvester.add_url_rule(
     "/harvest/<source>/job/<id>/abort", view_func=JobAbortView.as_view("job_abort")
 )
+harvester.add_url_rule("/harvest/<source>/job/<id>/errors.<fmt>", view_func=job_errors)
 harvester.add_url_rule(
     "/harvest/object/<id>", view_func=object_show, defaults={"ref_type": "object"}
 )

@@ -24,6 +24,7 @@ from .search import (
     request_now,
     sort_matches,
 )
+from .termindex import TermIndex
 from .update import ADD, DELETE_ID, DELETE_QUERY, ROLLBACK, Command
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class Core:
         self.schema = schema
         self._live: dict[str, Document] = {}
         self._visible: dict[str, Document] = {}
+        self._terms = TermIndex()  # over _visible
+        self._changed: set[str] = set()  # keys added or deleted since the commit
 
     @property
     def num_docs(self) -> int:
@@ -57,12 +60,14 @@ class Core:
             if overwrite:
                 self._live.pop(doc.key, None)
             self._live[doc.key] = doc
+            self._changed.add(doc.key)
         log.debug("core %s: added %d docs", self.name, len(docs))
 
     def delete_ids(self, ids: list[str]) -> None:
         """Delete documents by unique key."""
         for key in ids:
             self._live.pop(key, None)
+            self._changed.add(key)
 
     def delete_query(self, text: str, params: Params) -> None:
         """Delete every (live) document matching a Lucene query."""
@@ -74,16 +79,21 @@ class Core:
                   if matcher.score(d) is not None]
         for key in doomed:
             del self._live[key]
+            self._changed.add(key)
         log.debug("core %s: deleted %d docs by query %r", self.name,
                   len(doomed), text)
 
     def commit(self) -> None:
         """Make the live documents searchable."""
+        for key in self._changed:
+            self._terms.update(self._visible.get(key), self._live.get(key))
+        self._changed.clear()
         self._visible = dict(self._live)
 
     def rollback(self) -> None:
         """Discard uncommitted changes."""
         self._live = dict(self._visible)
+        self._changed.clear()
 
     def realtime_get(self, key: str) -> Document | None:
         """Return the latest (possibly uncommitted) version of a document."""
@@ -113,7 +123,10 @@ class Core:
         docs = list(self._visible.values())
         query = main_query(params, self.schema, now)
         filters = filter_queries(params, self.schema, now)
-        matches = sort_matches(find_matches(docs, query, filters),
+        keys = self._terms.narrowest([query, *filters], docs)
+        # Kept in index order, as a full scan finds them (ties sort stably).
+        candidates = docs if keys is None else [d for d in docs if d.key in keys]
+        matches = sort_matches(find_matches(candidates, query, filters),
                                parse_sort(params.get("sort"), self.schema))
         start, rows = params.get_int("start", 0), params.get_int("rows", 10)
         if start < 0 or rows < 0:

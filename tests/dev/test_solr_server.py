@@ -286,6 +286,42 @@ def test_delete_without_commit_is_not_visible(data):
     assert "d1" not in ids(data.search("*:*", rows=10))
 
 
+# -- exact-term lookups (answered from the term index) ---------------------------
+def _show(solr, key: str) -> set[str]:
+    """CKAN's package_show cache lookup (ckan.lib.search.query.get_index)."""
+    return ids(solr.search(f'name:"{key}" OR id:"{key}"', rows=1,
+                           fq=f'site_id:"{SITE}" +entity_type:package'))
+
+
+def test_term_lookups_follow_adds_renames_deletes_and_commits(solr):
+    solr.add([doc("k1", name="first", entity_type="package"),
+              doc("k2", name="second", entity_type="package")], commit=True)
+    assert _show(solr, "first") == {"k1"} and _show(solr, "k2") == {"k2"}
+    solr.add([doc("k1", name="renamed", entity_type="package")], commit=False)
+    assert _show(solr, "first") == {"k1"}  # not committed yet
+    solr.commit()
+    assert _show(solr, "first") == set() and _show(solr, "renamed") == {"k1"}
+    solr.delete(id="k2", commit=True)
+    assert _show(solr, "second") == set() and _show(solr, "k2") == set()
+    solr.add([doc("k3", name="third", entity_type="package")], commit=True)
+    assert _show(solr, "third") == {"k3"}
+    assert ids(solr.search('name:"renamed" OR name:"third"')) == {"k1", "k3"}
+    assert ids(solr.search('name:"renamed" OR title:third')) == {"k1"}
+
+
+def test_term_lookups_after_a_rollback_and_a_delete_by_query(core_url, solr):
+    solr.add([doc("k1", name="one"), doc("k2", name="two")], commit=True)
+    assert ids(solr.search('name:"one"')) == {"k1"}
+    solr.add([doc("k1", name="changed")], commit=False)
+    requests.post(f"{core_url}/update", data="<rollback/>",
+                  headers={"Content-Type": "text/xml"}, timeout=10)
+    solr.commit()
+    assert ids(solr.search('name:"one"')) == {"k1"}
+    assert ids(solr.search('name:"changed"')) == set()
+    solr.delete(q='name:"two"', commit=True)
+    assert ids(solr.search('name:"two" OR id:"k1"')) == {"k1"}
+
+
 # -- query syntax ----------------------------------------------------------------
 LUCENE_CASES = [
     ("*:*", ALL),

@@ -12,6 +12,7 @@ from ckan import model
 from ckan.plugins import toolkit
 from ckan.tests import factories
 
+from ckanext.harvest.harvesters import _package as _package_helpers
 from ckanext.harvest.harvesters import base
 from ckanext.harvest.harvesters.base import HarvesterBase
 from ckanext.harvest.model import (
@@ -582,13 +583,13 @@ def test_update_package_reimporting_the_current_object(harvester, previous, remo
     assert tuple(_object_row(previous.id)) == (True, previous.package_id)
 
 
-@pytest.mark.parametrize("modified", ["local", "2000-01-01T00:00:00"])
+# The remote date of the previous import (2024-01-01), then an older one. (On CKAN
+# 2.12 the local copy keeps the remote date; CKAN 2.11 stamps the import time.)
+@pytest.mark.parametrize("modified", ["2024-01-01T00:00:00", "2000-01-01T00:00:00"])
 def test_update_package_unchanged(harvester, previous, modified, remote_dict):
-    local = _package(previous.package_id)
     new = _next_object(previous)
     data = remote_dict(id=previous.package_id, title="New title",
-                        metadata_modified=local["metadata_modified"]
-                        if modified == "local" else modified)
+                        metadata_modified=modified)
 
     result = harvester._create_or_update_package(data, new, "package_show")
 
@@ -611,6 +612,71 @@ def test_update_package_keeps_not_overwrite_fields(harvester, previous, remote_d
     assert dataset["title"] == "New title"
     assert dataset["notes"] == "Local notes"
     assert dataset["author"] is None
+
+
+def _resources_by_id(package_id: str) -> dict[str, dict[str, Any]]:
+    model.Session.remove()
+    return {r["id"]: r for r in _package(package_id)["resources"]}
+
+
+def test_update_package_keeps_unchanged_resources_as_stored(harvester, remote_dict):
+    first = _object(_job(_source(), started=_day(1)), guid="remote-guid")
+    kept, edited, dropped = (str(uuid.uuid4()) for _ in range(3))
+    remote = remote_dict(metadata_modified="2024-01-01T00:00:00", resources=[
+        {"id": kept, "url": "http://remote.example.com/a.csv", "name": "A",
+         "format": "CSV", "metadata_modified": "2024-01-01T00:00:00"},
+        {"id": edited, "url": "http://remote.example.com/b.csv", "name": "B",
+         "format": "CSV", "metadata_modified": "2024-01-01T00:00:00"},
+        {"id": dropped, "url": "http://remote.example.com/c.csv", "name": "C"},
+    ])
+    assert harvester._create_or_update_package(remote, first, "package_show") is True
+    before = _resources_by_id(remote["id"])
+    # The remote's next version, as package_show serves it: the kept resource's
+    # metadata_modified is the remote's own, as in any harvested dict.
+    data = remote_dict(id=remote["id"], title="New title",
+                       metadata_modified="2999-02-01T00:00:00", resources=[
+        {"id": edited, "url": "http://remote.example.com/b2.csv", "name": "B",
+         "format": "CSV", "metadata_modified": "2999-02-01T00:00:00"},
+        dict(before[kept], metadata_modified="2024-01-01T00:00:00", position=0),
+        {"id": None, "url": "http://remote.example.com/d.csv", "name": "D"},
+    ])
+
+    assert harvester._create_or_update_package(
+        data, _next_object(first), "package_show") is True
+
+    after = _resources_by_id(remote["id"])
+    assert dropped not in after
+    assert after[kept] == dict(before[kept], position=1)
+    assert after[edited]["url"] == "http://remote.example.com/b2.csv"
+    assert after[edited]["metadata_modified"] > before[edited]["metadata_modified"]
+    assert [r["name"] for r in _package(remote["id"])["resources"]] == ["B", "A", "D"]
+    assert _package(remote["id"])["title"] == "New title"
+
+
+def test_reuse_unchanged_resources_needs_every_stored_key():
+    stored = {"id": "r1", "url": "http://x/a", "name": "A", "size": 3,
+              "metadata_modified": "2024-01-02T00:00:00", "position": 0}
+    existing = {"id": "d", "title": "Old", "resources": [stored]}
+    harvested = {"id": "r1", "url": "http://x/a", "name": "A",
+                 "metadata_modified": "2024-01-01T00:00:00", "position": 0}
+    data = {"id": "d", "title": "New", "resources": [harvested]}
+
+    assert _package_helpers.reuse_unchanged_resources(data, existing) == 0
+    assert data["resources"][0] is harvested
+
+    harvested["size"] = 3
+    assert _package_helpers.reuse_unchanged_resources(data, existing) == 1
+    assert data["resources"][0] is stored
+
+
+def test_reuse_unchanged_resources_not_when_package_update_would_write_nothing():
+    stored = {"id": "r1", "url": "http://x/a", "metadata_modified": "2024-01-02T00:00:00"}
+    existing = {"id": "d", "title": "Same", "resources": [stored]}
+    harvested = dict(stored, metadata_modified="2024-01-01T00:00:00")
+    data = {"id": "d", "title": "Same", "resources": [harvested]}
+
+    assert _package_helpers.reuse_unchanged_resources(data, existing) == 0
+    assert data["resources"][0] is harvested
 
 
 def test_validation_error(harvester, harvest_object, remote_dict):

@@ -78,6 +78,8 @@ AUTH_MATRIX: list[tuple[str, str, DataBuilder, tuple[bool, ...]]] = [
      _nothing,                                                      (Y, Y, Y, Y, Y, Y, Y)),
     ("harvest_job_show", "harvest_job_show",
      lambda w: {"id": w.job_id},                                    (N, N, N, Y, Y, N, Y)),
+    ("harvest_job_error_report", "harvest_job_error_report",
+     lambda w: {"id": w.job_id},                                    (N, N, N, Y, Y, N, Y)),
     ("harvest_job_list", "harvest_job_list",
      lambda w: {"source_id": w.source_id},                          (N, N, N, Y, Y, N, Y)),
     # Q9: without source_id only sysadmins may list jobs, others get a clean 403
@@ -154,7 +156,8 @@ EXPECTED_AUTH_NAMES = {
     "harvest_job_abort", "harvest_sources_reindex", "harvest_source_reindex",
     # the project's decisions (Q3, Q4, Q5)
     "harvest_log_list", "harvest_source_patch", "harvest_abort_failed_jobs",
-    # issue 15
+    # the project's additions
+    "harvest_job_error_report",
     "harvest_source_detach",
 }
 
@@ -169,6 +172,8 @@ EXPECTED_ACTION_NAMES = {
     "harvest_abort_failed_jobs", "harvest_jobs_run", "harvest_objects_import",
     "harvest_object_create", "harvest_object_show", "harvest_object_list",
     "harvesters_info_show", "harvest_log_list", "harvest_get_notifications_recipients",
+    # the project's additions
+    "harvest_job_error_report",
     "harvest_source_detach",
 }
 
@@ -370,6 +375,8 @@ API_MATRIX: list[tuple[str, str, DataBuilder, tuple[bool, ...]]] = [
      _nothing,                                                      (N, N, N, N, N, N, Y)),
     ("harvest_job_show", "harvest_job_show",
      lambda w: {"id": w.job_id},                                    (N, N, N, Y, Y, N, Y)),
+    ("harvest_job_error_report", "harvest_job_error_report",
+     lambda w: {"id": w.job_id},                                    (N, N, N, Y, Y, N, Y)),
     ("harvest_object_list", "harvest_object_list",
      lambda w: {"source_id": w.source_id},                          (N, Y, Y, Y, Y, Y, Y)),
     ("harvest_source_show[private]", "harvest_source_show",
@@ -399,6 +406,7 @@ ANONYMOUS_REFUSED_ACTIONS: list[tuple[str, DataBuilder]] = [
     ("harvest_send_job_to_gather_queue", lambda w: {"id": w.job_id}),
     ("harvest_job_show", lambda w: {"id": w.job_id}),
     ("harvest_job_report", lambda w: {"id": w.job_id}),
+    ("harvest_job_error_report", lambda w: {"id": w.job_id}),
     ("harvest_job_list", lambda w: {"source_id": w.source_id}),
     ("harvest_job_abort", lambda w: {"id": w.job_id}),
     ("harvest_abort_failed_jobs", lambda w: {"life_span": 7}),

@@ -4,6 +4,7 @@ with CKAN's pager; the counts shown are those of the whole job."""
 from __future__ import annotations
 
 import datetime
+import hashlib
 import html
 import re
 from typing import Any
@@ -105,8 +106,8 @@ def test_job_report_shows_a_page_of_documents_and_the_total(fresh_source, client
     assert "Gather trouble 0" not in third.split("Error Report")[1]
     assert 'href="/harvest/{}/job/{}?page=2"'.format(source["name"], job_id) in body
     # The summary counts the whole job, not the page.
-    assert re.search(r'<td class="count">5</td>\s*<td><pre class="harvest-error-message">'
-                     r"Broken record</pre>", body)
+    assert re.search(r'<td class="count">5</td>\s*<td>[^<]*</td>\s*'
+                     r'<td><pre class="harvest-error-message">Broken record</pre>', body)
 
 
 def test_last_job_report_pages_link_to_the_last_job_page(fresh_source, client):
@@ -130,3 +131,28 @@ def test_a_page_that_is_not_a_positive_number_is_a_bad_request(fresh_source, cli
                for page in ("two", "0", "-1")]
 
     assert answers == [400, 400, 400]
+
+
+def test_message_groups_and_a_groups_errors_come_a_page_at_a_time(fresh_source, client):
+    # 5 objects with "Broken record", 3 gather errors of 3 messages: 4 groups.
+    source = fresh_source()
+    job_id, guids = _errored_job(source["id"], 5, gather_errors=3)
+    config[options.REPORT_ERRORS_PER_PAGE] = 2
+    url = "/harvest/{}/job/{}".format(source["name"], job_id)
+    group = hashlib.md5(b"Broken record").hexdigest()
+
+    first = _text(client("sysadmin").get(url))
+    second_body = client("sysadmin").get(url, query_string={"gpage": 2}).get_data(
+        as_text=True)
+    errors_1 = _text(client("sysadmin").get(url, query_string={"group": group}))
+    errors_3 = _text(client("sysadmin").get(url, query_string={"group": group, "gpage": 3}))
+
+    assert "8 errors, 4 distinct messages" in first
+    groups_on_1 = [m for m in ("Broken record", "Gather trouble 0", "Gather trouble 1",
+                               "Gather trouble 2") if m in first.split("Error Report")[0]]
+    assert groups_on_1 == ["Broken record", "Gather trouble 0"]
+    assert "Gather trouble 2" in html.unescape(second_body).split("Error Report")[0]
+    assert "gpage=2" in client("sysadmin").get(url).get_data(as_text=True)
+    created_order = sorted(guids)  # broken-00 ... (errors are listed oldest first)
+    assert [guid in errors_1 for guid in created_order] == [True, True, False, False, False]
+    assert [guid in errors_3 for guid in created_order] == [False] * 4 + [True]

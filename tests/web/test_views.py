@@ -7,13 +7,17 @@ sysadmins); the views that change something act on POST only.
 """
 from __future__ import annotations
 
+import csv
 import html
+import io
+import json
 import re
 from typing import Any
 
 import pytest
 from ckan import model
 from ckan.lib.helpers import check_ckan_version
+from ckan.plugins import toolkit
 
 from ckanext.harvest.model import HarvestJob, HarvestObject, HarvestSource, JobStatus
 from tests.web.conftest import MANAGERS, ROLES, XML_DOCUMENT, World, csrf_field
@@ -31,6 +35,8 @@ def _urls(w: World) -> dict[str, str]:
         "job_list": "/harvest/{}/job".format(name),
         "job_show_last": "/harvest/{}/job/last".format(name),
         "job_show": "/harvest/{}/job/{}".format(name, w.job_id),
+        "job_errors_csv": "/harvest/{}/job/{}/errors.csv".format(name, w.job_id),
+        "job_errors_json": "/harvest/{}/job/{}/errors.json".format(name, w.job_id),
         "refresh": "/harvest/refresh/{}".format(w.idle_source["id"]),
         "clear": "/harvest/clear/{}".format(name),
         "delete": "/harvest/delete/{}".format(name),
@@ -45,8 +51,9 @@ def _urls(w: World) -> dict[str, str]:
 
 
 PUBLIC = ("search", "read", "about", "object_show", "dataset_object")
-MANAGED = ("admin", "job_list", "job_show_last", "job_show", "refresh", "clear",
-           "delete", "delete_clear", "job_abort", "edit")
+MANAGED = ("admin", "job_list", "job_show_last", "job_show", "job_errors_csv",
+           "job_errors_json", "refresh", "clear", "delete", "delete_clear", "job_abort",
+           "edit")
 
 
 def _expected(page: str, role: str) -> int:
@@ -391,13 +398,74 @@ class TestJobPages:
         page = _text(response)
         body = _body(response)
         assert "Job Report" in page
-        assert "Error Summary" in page and "Only the 20 most frequent errors are shown" in page
+        assert "Error Summary" in page and "3 errors, 3 distinct messages" in page
         assert "Remote catalogue answered 503 once" in page
         assert "2 documents with errors" in page
         assert "Fetch failed on purpose" in page and "Import failed on purpose" in page
 
-        assert '<table class="table table-sm table-striped harvest-error-summary">' in body
+        assert 'class="table table-sm table-striped harvest-error-summary harvest-error-groups"' \
+            in body
         assert "http://remote.example.org/dataset/ash" in body
+        for fmt in ("csv", "json"):
+            assert 'href="{}"'.format(_urls(world)["job_errors_" + fmt]) in body
+
+    def test_every_message_group_links_to_its_errors(self, world, client):
+        report = toolkit.get_action("harvest_job_error_report")(
+            {"ignore_auth": True}, {"id": world.job_id})
+        body = _body(client("editor").get(_urls(world)["job_show"]))
+
+        for group in report["groups"]:
+            assert '?group={}#error-summary'.format(group["group"]) in body
+
+    def test_a_group_lists_its_errors_with_links_to_their_objects(self, world, client):
+        report = toolkit.get_action("harvest_job_error_report")(
+            {"ignore_auth": True}, {"id": world.job_id, "stage": "Fetch"})
+        group = report["groups"][0]
+
+        response = client("editor").get(_urls(world)["job_show"],
+                                         query_string={"group": group["group"]})
+
+        body = _body(response)
+        assert response.status_code == 200
+        assert "Errors with this message" in _text(response)
+        for error in report["errors"]:
+            assert 'href="/harvest/object/{}">{}</a>'.format(
+                error["object_id"], error["guid"]) in body
+        assert "Import failed on purpose" not in _text(response)
+
+    @pytest.mark.parametrize(("query", "status"), [
+        ({"group": "0" * 32}, 404), ({"group": "nope"}, 400), ({"gpage": "0"}, 400),
+        ({"gpage": "x"}, 400),
+    ])
+    def test_a_bad_group_or_page_is_refused(self, world, client, query, status):
+        response = client("editor").get(_urls(world)["job_show"], query_string=query)
+
+        assert response.status_code == status
+
+    def test_csv_download_has_every_error(self, world, client):
+        response = client("editor").get(_urls(world)["job_errors_csv"])
+
+        assert response.status_code == 200
+        assert response.mimetype == "text/csv"
+        assert "attachment" in response.headers["Content-Disposition"]
+        rows = list(csv.DictReader(io.StringIO(_body(response))))
+        assert sorted(r["stage"] for r in rows) == ["Fetch", "Gather", "Import"]
+        assert {r["job_id"] for r in rows} == {world.job_id}
+        assert "Remote catalogue answered 503 once" in {r["message"] for r in rows}
+
+    def test_json_download_has_every_error(self, world, client):
+        response = client("admin").get(_urls(world)["job_errors_json"])
+
+        rows = json.loads(_body(response))
+        assert response.mimetype == "application/json"
+        assert sorted(r["stage"] for r in rows) == ["Fetch", "Gather", "Import"]
+
+    def test_download_of_an_unknown_format_or_job(self, world, client):
+        name = world.source["name"]
+        assert client("sysadmin").get(_urls(world)["job_errors_csv"][:-3] + "xml"
+                                      ).status_code == 404
+        assert client("sysadmin").get("/harvest/{}/job/nope/errors.csv".format(name)
+                                      ).status_code == 404
 
     def test_errors_are_grouped_by_message_with_links_to_the_objects(self, world, client):
         body = _body(client("editor").get(_urls(world)["job_show"]))

@@ -4,8 +4,9 @@
   numbered variant of a name;
 * remote modification dates: whether a harvested dataset is newer than its local
   copy, and recording the remote ``metadata_modified`` of an import;
-* dataset dicts: the legacy REST form converted to the action API form, and tags
-  cleaned with a munging function.
+* dataset dicts: the legacy REST form converted to the action API form, tags
+  cleaned with a munging function, and unchanged resources handed to
+  ``package_update`` as stored so that it keeps them without validating them again.
 
 Nothing here reads the configuration: what depends on it (the name suffix, the
 fields not to overwrite, the user) stays in :mod:`.base`, which passes down what
@@ -35,6 +36,7 @@ __all__ = [
     "parse_modified",
     "record_remote_modified",
     "rest_to_action_dict",
+    "reuse_unchanged_resources",
 ]
 
 NameOrNone = Optional[str]
@@ -201,6 +203,62 @@ def action_form(
     stored = model.Package.get(existing_id) if existing_id else None
     existing_extras = dict(stored.extras or {}) if stored is not None else {}
     return rest_to_action_dict(package_dict, context.get("api_version"), existing_extras)
+
+
+# Resource keys whose harvested value never reaches the database as it is: CKAN
+# stamps ``metadata_modified`` with the time of the save, orders by the list
+# (``position``) and drops ``tracking_summary``.
+_RESOURCE_KEYS_SET_BY_CKAN = frozenset({"metadata_modified", "position", "tracking_summary"})
+
+
+def reuse_unchanged_resources(data_dict: dict[str, Any], existing: dict[str, Any]) -> int:
+    """Put the stored form of each resource that did not change in ``data_dict``.
+
+    ``package_update`` copies a resource whose dict equals the stored one
+    (``package_show`` form) as it is, instead of validating and saving it again.
+    A harvested resource equals its local copy on everything CKAN stores, but
+    differs in the keys CKAN sets itself (its ``metadata_modified`` above all), so
+    without this every resource of an updated dataset would be written again.
+
+    :param data_dict: the dataset dict about to be passed to ``package_update``;
+        its ``resources`` are replaced in place where they match
+    :param existing: the local dataset, ``package_show`` form
+    :returns: how many resources were replaced by their stored form
+    """
+    resources = data_dict.get("resources")
+    stored = existing.get("resources")
+    if not isinstance(resources, list) or not isinstance(stored, list):
+        return 0
+    stored_by_id = {r.get("id"): r for r in stored if isinstance(r, dict) and r.get("id")}
+    harvested = list(resources)
+    reused = 0
+    for index, resource in enumerate(harvested):
+        if not isinstance(resource, dict):
+            continue
+        local = stored_by_id.get(resource.get("id"))
+        if local is None or local is resource:
+            continue
+        keys = (set(resource) | set(local)) - _RESOURCE_KEYS_SET_BY_CKAN
+        if all(k in resource and k in local and resource[k] == local[k] for k in keys):
+            resources[index] = local
+            reused += 1
+    if reused and _skipped_by_package_update(data_dict, existing):
+        # CKAN 2.12 would then not write the dataset at all (nor index it with its
+        # new harvest object): keep the harvested resources, as before.
+        resources[:] = harvested
+        return 0
+    return reused
+
+
+def _skipped_by_package_update(data_dict: dict[str, Any], existing: dict[str, Any]) -> bool:
+    """Whether ``package_update`` (CKAN 2.12) returns without writing ``data_dict``
+    over ``existing``: the same test as its own."""
+    if existing.get("resources") != data_dict.get("resources"):
+        return False
+    if data_dict.get("metadata_modified"):
+        return existing == data_dict
+    return dict(existing, metadata_modified=None, resources=None) == dict(
+        data_dict, metadata_modified=None, resources=None)
 
 
 def rest_to_action_dict(

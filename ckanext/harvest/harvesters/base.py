@@ -406,6 +406,9 @@ class HarvesterBase(p.SingletonPlugin):
             if field in existing:
                 package_dict[field] = existing[field]
         data_dict = _package.action_form(package_dict, form, context, existing["id"])
+        if self._default_lookup():
+            # Unchanged resources are then kept as stored, not validated and saved again.
+            _package.reuse_unchanged_resources(data_dict, existing)
         # Written before the update, which commits them with the dataset (or rolls
         # them back with it).
         model.Session.query(HarvestObject).filter(

@@ -8,6 +8,8 @@ from ckan.plugins import toolkit
 
 from ckanext.harvest.logic.validators import (
     dataset_type_exists,
+    error_group,
+    error_stage,
     harvest_job_exists,
     harvest_object_extras_validator,
     harvest_source_config_validator,
@@ -52,6 +54,12 @@ def paging_params_schema() -> Schema:
         "limit": [ignore_missing, is_positive_integer],
         "offset": [ignore_missing, natural_number_validator],
     }
+
+
+def harvest_job_error_report_params_schema() -> Schema:
+    """The filters and paging of ``harvest_job_error_report`` (``id`` is looked up)."""
+    return dict(paging_params_schema(), stage=[ignore_missing, string_param, error_stage],
+                group=[ignore_missing, string_param, error_group], __extras=[ignore])
 
 
 def harvest_object_list_params_schema() -> Schema:

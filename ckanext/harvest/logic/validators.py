@@ -43,6 +43,25 @@ def string_param(value: Any) -> Any:
     return value
 
 
+_ERROR_GROUP = re.compile(r"^[0-9a-f]{32}$")
+
+
+def error_stage(value: Any) -> Any:
+    """A stage of the error report: ``Gather``, ``Fetch``, ``Import`` or another
+    stage a harvester records (a short name)."""
+    if not isinstance(value, str) or not value or len(value) > 100 \
+            or _CONTROL_CHARACTERS.search(value):
+        raise Invalid("Must be a stage name such as Gather, Fetch or Import")
+    return value
+
+
+def error_group(value: Any) -> Any:
+    """The id of a message group of the error report (32 hexadecimal digits)."""
+    if not isinstance(value, str) or not _ERROR_GROUP.match(value):
+        raise Invalid("Must be the id of a message group (32 hexadecimal digits)")
+    return value
+
+
 def check_params(
     data_dict: Any, schema: dict[str, Any], context: Context
 ) -> dict[str, Any]:

@@ -10,7 +10,14 @@ from ckan.plugins.toolkit import config
 from ckan.types import Context, DataDict
 
 from ckanext.harvest import options
-from ckanext.harvest.lib import harvesters, jobs, objects, secret_config, sources
+from ckanext.harvest.lib import (
+    error_report,
+    harvesters,
+    jobs,
+    objects,
+    secret_config,
+    sources,
+)
 from ckanext.harvest.logic import schema
 from ckanext.harvest.logic.dictization import (
     harvest_job_dictize,
@@ -38,6 +45,7 @@ __all__ = [
     "harvest_source_list",
     "harvest_job_show",
     "harvest_job_report",
+    "harvest_job_error_report",
     "harvest_job_list",
     "harvest_object_show",
     "harvest_object_list",
@@ -144,6 +152,43 @@ def harvest_job_report(context: Context, data_dict: DataDict) -> JobReport:
     job = jobs.get_job_or_404(data_dict.get("id"))
     limit, offset = _page(params, options.JOB_REPORT_LIMIT)
     return cast(JobReport, objects.job_report(job, limit, offset))
+
+
+@toolkit.side_effect_free
+def harvest_job_error_report(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Return every error of a job, grouped by message, and a page of them.
+
+    Gather errors have stage ``Gather``; object errors keep their own stage.
+    The whole report, unpaginated, is a download of the job page (CSV or JSON)
+    and ``ckan harvester job errors JOB``.
+
+    :param id: the job id
+    :param stage: only the errors of this stage (e.g. ``Gather``, ``Fetch``,
+        ``Import``)
+    :param group: only the errors of this message group (a ``group`` of the
+        result's ``groups``)
+    :param limit: errors in the page (default and most:
+        ``ckan.harvest.job_report_limit``)
+    :param offset: skip this many first (default 0)
+    :returns: ``job_id``; ``groups``: every message group (of ``stage``) with
+        ``group``, ``message``, ``count`` and ``stages``, most frequent first;
+        ``total``: the errors that the filters select; ``errors``: the page of
+        them, oldest first, each with ``job_id``, ``stage``, ``object_id``,
+        ``guid``, ``dataset_id``, ``dataset_url``, ``message`` and ``created``
+    :raises ObjectNotFound: no such job
+    """
+    toolkit.check_access("harvest_job_error_report", Context(context), data_dict)
+    params = check_params(data_dict, schema.harvest_job_error_report_params_schema(),
+                          context)
+    job = jobs.get_job_or_404(data_dict.get("id"))
+    limit, offset = _page(params, options.JOB_REPORT_LIMIT)
+    stage, group = params.get("stage"), params.get("group")
+    return {
+        "job_id": job.id,
+        "groups": error_report.groups(job.id, stage),
+        "total": error_report.count(job.id, stage, group),
+        "errors": error_report.page(job.id, stage, group, limit, offset),
+    }
 
 
 @toolkit.side_effect_free

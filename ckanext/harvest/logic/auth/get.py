@@ -17,6 +17,7 @@ __all__ = [
     "harvest_source_show_status",
     "harvest_source_list",
     "harvest_job_show",
+    "harvest_job_error_report",
     "harvest_job_list",
     "harvest_object_show",
     "harvest_object_list",
@@ -60,6 +61,11 @@ def harvest_job_show(context: Context, data_dict: DataDict) -> AuthResult:
             context.get("user"), job.source_id
         ),
     )
+
+
+def harvest_job_error_report(context: Context, data_dict: DataDict) -> AuthResult:
+    """The whole error report of a job: as the job itself."""
+    return harvest_job_show(context, data_dict)
 
 
 def harvest_job_list(context: Context, data_dict: DataDict) -> AuthResult:
