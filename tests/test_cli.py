@@ -51,7 +51,7 @@ COMMANDS = [
     "purge-queues", "gather-consumer", "fetch-consumer", "run", "run-test", "import",
     "clean-harvest-log", "job-all", "reindex", "harvesters_info", "preview",
 ]
-SOURCE_COMMANDS = ["create", "show", "remove", "clear", "clear-history"]
+SOURCE_COMMANDS = ["create", "show", "remove", "clear", "clear-history", "detach"]
 ALIASES = [
     "rmsource", "clearsource", "clearsource_history", "job_abort", "run_test",
     "gather_consumer", "fetch_consumer", "purge_queues", "clean_harvest_log",
@@ -373,11 +373,46 @@ def test_source_clear_deletes_datasets_jobs_and_objects(run, command):
     assert HarvestSource.get(source["id"]) is not None
 
 
-def test_source_clear_unknown_source(run):
-    result = run("source", "clear", "missing")
+@pytest.mark.parametrize("command", ["clear", "detach"])
+def test_source_clear_unknown_source(run, command):
+    result = run("source", command, "missing")
 
     assert result.exit_code == 1
     assert result.stderr == "Source <missing> not found.\nAborted!\n"
+
+
+def test_source_detach_turns_the_datasets_into_local_ones(run):
+    source = _harvested_source()
+    dataset_id = model.Package.get("harvested-g1").id
+
+    result = run("source", "detach", source["name"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Detached 2 dataset(s) from harvest source: {}\n".format(
+        source["name"])
+    model.Session.expire_all()
+    assert model.Session.query(HarvestObject).filter(
+        HarvestObject.package_id == dataset_id, HarvestObject.current.is_(True)).count() == 0
+    # The source stays; clearing it afterwards leaves the detached datasets alone.
+    assert HarvestSource.get(source["id"]).active is True
+    assert run("source", "clear", source["id"]).exit_code == 0
+    assert _dataset_exists("harvested-g1") and _dataset_exists("harvested-g2")
+
+
+def test_source_detach_refused_while_a_job_runs(run):
+    source = _harvested_source()
+    job = harvest_factories.HarvestJobObj(source=HarvestSource.get(source["id"]))
+    job.status = "Running"
+    job.save()
+
+    result = run("source", "detach", source["id"])
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Cannot detach: The source has a running job (")
+    assert len(result.stderr.splitlines()) == 1
+    assert _dataset_exists("harvested-g1")
+    assert model.Session.query(HarvestObject).filter(
+        HarvestObject.current.is_(True)).count() == 2
 
 
 def test_source_clear_history_of_one_source_keeps_datasets(run):

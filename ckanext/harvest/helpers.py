@@ -431,11 +431,12 @@ def harvest_job_chart_data(source_id: str) -> Optional[dict[str, Any]]:
 # -- small texts -----------------------------------------------------------------------
 
 
-def harvest_confirm_text(action: str, clear: bool = False) -> str:
+def harvest_confirm_text(action: str, clear: bool = False, detach: bool = False) -> str:
     """The question asked before a state change (modal and confirmation page).
 
     :param action: ``refresh``, ``clear``, ``job_abort`` or ``delete``
     :param clear: for ``delete``: the source is cleared too
+    :param detach: for ``delete``: its datasets are detached first
     """
     _ = toolkit._
     if action == "refresh":
@@ -450,6 +451,11 @@ def harvest_confirm_text(action: str, clear: bool = False) -> str:
     if clear:
         return _("This will delete the source, every dataset harvested from it and "
                  "its job history. This cannot be undone. Do you want to continue?")
+    if detach:
+        return _("This will delete (deactivate) the source and detach its datasets: "
+                 "they become ordinary datasets of this site, which no harvest job "
+                 "will update or delete again. This cannot be undone. Do you want "
+                 "to continue?")
     return _("This will delete (deactivate) the source: it will not be harvested "
              "any more. Its datasets stay. Do you want to continue?")
 

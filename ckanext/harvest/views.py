@@ -59,9 +59,35 @@ def _protect_from_csrf() -> None:
         csrf.protect()
 
 
+def _flag(name: str) -> bool:
+    """A query argument of ``delete`` (``clear``, ``detach``): ``true`` or ``1``."""
+    return toolkit.request.args.get(name, "").lower() in ("true", "1")
+
+
 def _clear_flag() -> bool:
     """The ``clear`` query argument of ``delete``: ``true`` or ``1``."""
-    return toolkit.request.args.get("clear", "").lower() in ("true", "1")
+    return _flag("clear")
+
+
+#: What a deletion does with the source's datasets (the ``datasets`` form field),
+#: and the auth function each choice needs besides ``harvest_source_delete``.
+DELETE_CHOICES = {
+    "keep": "harvest_source_delete",
+    "detach": "harvest_source_detach",
+    "clear": "harvest_source_clear",
+}
+
+
+def _delete_choice() -> str:
+    """The ``datasets`` field of the delete form, else the query's flags
+    (``?clear=True``, ``?detach=True``: the links of the edit form); 400 for
+    an unknown value."""
+    value = toolkit.request.form.get("datasets")
+    if value is None:
+        return "clear" if _flag("clear") else "detach" if _flag("detach") else "keep"
+    if value not in DELETE_CHOICES:
+        toolkit.abort(400, toolkit._("Unknown choice for the datasets: {}").format(value))
+    return value
 
 
 # -- view implementations -------------------------------------------------------------
@@ -354,14 +380,42 @@ def clear_view(id: str) -> ViewResult:
     return toolkit.redirect_to("harvester.admin", id=id)
 
 
-def delete_view(id: str, clear_source: Optional[bool] = None) -> ViewResult:
-    """``harvester.delete`` (POST): deactivate the source (and clear it).
+def _detach_and_delete(id: str) -> ViewResult:
+    """Detach the source's datasets, then deactivate the source; a refused
+    detach (a running job) is a message and nothing changes."""
+    source_id = _show_source(id)["id"]
+    with _source_not_found():
+        toolkit.check_access("harvest_source_delete", _view_context(), {"id": source_id})
+    try:
+        with _source_not_found():
+            result = _view_action("harvest_source_detach", {"id": source_id})
+    except toolkit.ValidationError as error:
+        toolkit.h.flash_error(_error_text(error))
+        return toolkit.redirect_to("harvester.admin", id=id)
+    with _source_not_found():
+        _view_action("harvest_source_delete", {"id": id})
+    toolkit.h.flash_success(toolkit.ungettext(
+        "{n} dataset detached: it is now an ordinary dataset of this site. "
+        "Harvesting source successfully inactivated",
+        "{n} datasets detached: they are now ordinary datasets of this site. "
+        "Harvesting source successfully inactivated",
+        result["detached"]).format(n=result["detached"]))
+    return toolkit.redirect_to("harvester.admin", id=id)
+
+
+def delete_view(id: str, clear_source: Optional[bool] = None,
+                detach: bool = False) -> ViewResult:
+    """``harvester.delete`` (POST): deactivate the source (and clear it, or
+    detach its datasets first).
 
     :param clear_source: also clear it; None: the ``clear`` query argument
         (``true`` or ``1``)
+    :param detach: detach its datasets first (``harvest_source_detach``)
     """
     if clear_source is None:
         clear_source = _clear_flag()
+    if detach and not clear_source:
+        return _detach_and_delete(id)
     with _source_not_found():
         _view_action("harvest_source_delete", {"id": id}, clear_source=clear_source)
     if clear_source:
@@ -387,18 +441,34 @@ def _confirm_job(job_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return _get_source_for_job(job["source_id"]), job
 
 
+def _allowed_delete_choices(source_id: str) -> list[str]:
+    """The choices of the delete form the current user may take."""
+    allowed = []
+    for choice, auth in DELETE_CHOICES.items():
+        try:
+            toolkit.check_access(auth, _view_context(), {"id": source_id})
+        except (toolkit.NotAuthorized, toolkit.ObjectNotFound):
+            continue
+        allowed.append(choice)
+    return allowed
+
+
 def confirm_view(action: str, id: str, job_id: Optional[str] = None,
-                 clear: bool = False) -> str:
+                 clear: bool = False, detach: bool = False) -> str:
     """The GET side of the state-changing views: a confirmation form.
 
     Nothing changes; the form posts back to the same URL with the CSRF token.
+    The form of ``delete`` offers the choices for the datasets the user may
+    take (keep, detach, clear), the one of the query arguments selected.
 
     :param action: ``refresh``, ``clear``, ``delete`` or ``job_abort``
     :param id: the source (id or name) of the URL
     :param job_id: the job, for ``job_abort``
     :param clear: for ``delete``: the ``clear`` query argument was set
+    :param detach: for ``delete``: the ``detach`` query argument was set
     """
     job = None
+    choices: list[str] = []
     if action == "job_abort":
         source_dict, job = _confirm_job(job_id or "")
         form_action = toolkit.url_for("harvester.job_abort", source=id, id=job_id)
@@ -407,11 +477,17 @@ def confirm_view(action: str, id: str, job_id: Optional[str] = None,
         auth, key = _CONFIRM_AUTH[action]
         with _source_not_found():
             toolkit.check_access(auth, _view_context(), {key: source_dict["id"]})
-        url_args = {"clear": "True"} if action == "delete" and clear else {}
+        url_args = {}
+        if action == "delete" and (clear or detach):
+            url_args = {"clear": "True"} if clear else {"detach": "True"}
         form_action = toolkit.url_for("harvester." + action, id=id, **url_args)
+        if action == "delete":
+            choices = _allowed_delete_choices(source_dict["id"])
+    selected = "clear" if clear else "detach" if detach else "keep"
     return _render(
         "source/confirm.html", harvest_source=source_dict, action=action, job=job,
-        clear=clear, form_action=form_action,
+        clear=clear, detach=detach and not clear, form_action=form_action,
+        choices=choices, selected=selected if selected in choices else "keep",
     )
 
 
@@ -511,13 +587,15 @@ def object_show_view(id: str, ref_type: str = "object", response: Any = None) ->
 
 
 class DeleteView(MethodView):
-    """``/harvest/delete/<id>[?clear=True]``: deactivate (and clear) a source."""
+    """``/harvest/delete/<id>[?clear=True|?detach=True]``: deactivate a source,
+    keeping, detaching or clearing its datasets."""
 
     def get(self, id: str) -> ViewResult:
-        return confirm_view("delete", id, clear=_clear_flag())
+        return confirm_view("delete", id, clear=_clear_flag(), detach=_flag("detach"))
 
     def post(self, id: str) -> ViewResult:
-        return delete_view(id, _clear_flag())
+        choice = _delete_choice()
+        return delete_view(id, choice == "clear", detach=choice == "detach")
 
 
 class RefreshView(MethodView):

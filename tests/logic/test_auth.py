@@ -105,6 +105,9 @@ AUTH_MATRIX: list[tuple[str, str, DataBuilder, tuple[bool, ...]]] = [
      _source,                                                       (N, N, N, Y, Y, N, Y)),
     ("harvest_source_clear", "harvest_source_clear",
      _source,                                                       (N, N, N, Y, Y, N, Y)),
+    # issue 15: follows harvest_source_update
+    ("harvest_source_detach", "harvest_source_detach",
+     _source,                                                       (N, N, N, Y, Y, N, Y)),
     ("harvest_sources_clear", "harvest_sources_clear",
      _nothing,                                                      (N, N, N, N, N, N, Y)),
     ("harvest_objects_import", "harvest_objects_import",
@@ -157,6 +160,7 @@ EXPECTED_AUTH_NAMES = {
     "harvest_log_list", "harvest_source_patch", "harvest_abort_failed_jobs",
     # the project's additions
     "harvest_job_error_report", "harvest_source_preview",
+    "harvest_source_detach",
 }
 
 EXPECTED_ACTION_NAMES = {
@@ -172,6 +176,7 @@ EXPECTED_ACTION_NAMES = {
     "harvesters_info_show", "harvest_log_list", "harvest_get_notifications_recipients",
     # the project's additions
     "harvest_job_error_report", "harvest_source_preview",
+    "harvest_source_detach",
 }
 
 ANONYMOUS_ALLOWED = {
@@ -323,6 +328,7 @@ class TestAuthMessages:
     @pytest.mark.parametrize("auth_name, data_dict", [
         ("harvest_source_update", {"id": "no-such-source"}),
         ("harvest_source_delete", {"id": "no-such-source"}),
+        ("harvest_source_detach", {"id": "no-such-source"}),
         ("harvest_source_show", {"id": "no-such-source"}),
         ("harvest_job_create", {"source_id": "no-such-source"}),
     ])
@@ -393,6 +399,7 @@ ANONYMOUS_REFUSED_ACTIONS: list[tuple[str, DataBuilder]] = [
     ("harvest_source_patch", lambda w: {"id": w.source_id, "title": "Patched"}),
     ("harvest_source_delete", _source),
     ("harvest_source_clear", _source),
+    ("harvest_source_detach", _source),
     ("harvest_source_index_clear", _source),
     ("harvest_source_job_history_clear", _source),
     ("harvest_sources_job_history_clear", _nothing),

@@ -18,6 +18,7 @@ from ckanext.harvest.cli.base import (
     Progress,
     action,
     echo,
+    fail,
     guarded,
     progress_bars,
     source_dict,
@@ -90,6 +91,17 @@ def clear_harvest_source(source_id_or_name: str, progress: Optional[Progress] = 
             action("harvest_source_clear", {"id": source_id})
 
 
+def detach_harvest_source(source_id_or_name: str) -> int:
+    """Make the datasets of a source ordinary local datasets; the source stays.
+
+    :returns: the number of datasets detached
+    :raises SourceNotFound:
+    :raises ValidationError: the source has a running job
+    """
+    source = source_dict(source_id_or_name)
+    return int(action("harvest_source_detach", {"id": source["id"]})["detached"])
+
+
 def clear_harvest_source_history(
     source_id_or_name: Optional[str] = None, keep_current: bool = False
 ) -> str:
@@ -133,9 +145,9 @@ class _SourceGroup(click.Group):
 
 
 @click.group(name="source", cls=_SourceGroup,
-             short_help="Create, show, remove or clear sources.")
+             short_help="Create, show, remove, clear or detach sources.")
 def source_group() -> None:
-    """Create, show, remove or clear a harvest source.
+    """Create, show, remove, clear or detach a harvest source.
 
     The older spelling ``source NAME URL TYPE [...]`` creates a source, like
     ``source create``.
@@ -202,6 +214,28 @@ def clear_command(source_id_or_name: str) -> None:
     """
     clear_harvest_source(source_id_or_name, progress=progress_bars())
     click.secho("Cleared harvest source: {}".format(source_id_or_name), fg="green")
+
+
+@source_group.command(name="detach",
+                      short_help="Turn what a source harvested into local datasets.")
+@click.argument("source_id_or_name", metavar=SOURCE_ARG)
+@guarded()
+def detach_command(source_id_or_name: str) -> None:
+    """Let the datasets of a source go: they become ordinary local datasets.
+
+    Their link to the source and their harvest_* extras are removed; their
+    content is kept. No later job, of this source or any other, updates or
+    deletes them. The source itself, its jobs and its settings are unchanged.
+    Refused while the source has a running job.
+    """
+    try:
+        detached = detach_harvest_source(source_id_or_name)
+    except toolkit.ValidationError as error:
+        fail("Cannot detach: {}".format("; ".join(
+            str(message) for messages in error.error_dict.values()
+            for message in (messages if isinstance(messages, list) else [messages]))))
+    click.secho("Detached {} dataset(s) from harvest source: {}".format(
+        detached, source_id_or_name), fg="green")
 
 
 @source_group.command(name="clear-history", short_help="Clear the job history of sources.")

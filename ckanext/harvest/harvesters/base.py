@@ -32,7 +32,7 @@ from ckanext.harvest import options
 from ckanext.harvest.harvesters import _package
 from ckanext.harvest.harvesters._package import NameOrNone, PackageDictForm
 from ckanext.harvest.interfaces import IHarvester
-from ckanext.harvest.lib import indexing
+from ckanext.harvest.lib import detaching, indexing
 from ckanext.harvest.model import (
     ErrorStage,
     HarvestGatherError,
@@ -325,6 +325,8 @@ class HarvesterBase(p.SingletonPlugin):
             _package.record_remote_modified(harvest_object, package_dict)
             self._create_package(context, package_dict, harvest_object, form)
         else:
+            if _skips_detached(existing["id"], harvest_object):
+                return UNCHANGED
             package_dict["name"] = existing["name"]
             if not _package.is_newer(package_dict, existing,
                                        _package.imported_modified(existing["id"])):
@@ -482,6 +484,17 @@ def _harvest_sysadmin_name() -> NameOrNone:
     except toolkit.ObjectNotFound:
         return None
     return HARVEST_USER_NAME if user.get("sysadmin") else None
+
+
+def _skips_detached(package_id: str, harvest_object: HarvestObject) -> bool:
+    """Whether the dataset was detached from its source: no job writes it again
+    (reported ``not modified``, docs/web-interface.rst)."""
+    source_id = detaching.detached_from(package_id)
+    if source_id is None:
+        return False
+    log.info("Dataset %s (GUID %s) was detached from harvest source %s: not updated",
+             package_id, harvest_object.guid, source_id)
+    return True
 
 
 def _not_overwrite_fields() -> list[str]:

@@ -52,3 +52,10 @@ class SourceRef(TypedDict):
     """``{'id': <source id>}``, returned by the clear actions."""
 
     id: str
+
+
+class SourceDetached(TypedDict):
+    """``harvest_source_detach``: the source id and how many datasets it let go."""
+
+    id: str
+    detached: int

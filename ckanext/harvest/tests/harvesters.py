@@ -13,7 +13,8 @@ with an extra source field). Configuration keys (all optional)::
 
 Gather makes one object per dataset (content = the dataset's JSON). Import
 creates or updates a dataset named after the guid, owned by the source's
-organisation; ``delete`` deletes it and leaves the object non-current.
+organisation (a dataset detached from its source is left alone, ``unchanged``);
+``delete`` deletes it and leaves the object non-current.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from ckan.lib import search
 from ckan.plugins import toolkit
 
 from ckanext.harvest.interfaces import IHarvester
+from ckanext.harvest.lib import detaching
 from ckanext.harvest.model import (
     ErrorStage,
     HarvestGatherError,
@@ -119,7 +121,7 @@ class _ConfigDrivenHarvester:
             .first()
         )
 
-    def _create_or_update(self, harvest_object: HarvestObject) -> bool:
+    def _create_or_update(self, harvest_object: HarvestObject) -> Union[bool, str]:
         dataset = json.loads(harvest_object.content or "{}")
         source_dataset = model.Package.get(harvest_object.harvest_source_id)
         data = {
@@ -132,6 +134,9 @@ class _ConfigDrivenHarvester:
         # A dataset left by an import that crashed before its object was saved
         # is updated, not created twice.
         existing = model.Package.get(data["name"])
+        target = previous.package_id if previous is not None else None
+        if detaching.is_detached(target or (existing.id if existing else None)):
+            return "unchanged"  # detached datasets are never written again
         if previous is not None and previous.package_id:
             data["id"] = previous.package_id
             result = toolkit.get_action("package_update")(self._context(), data)

@@ -1169,7 +1169,7 @@ class TestCallerContextIsNotMutated:
     @pytest.mark.parametrize("action", [
         "harvest_source_create", "harvest_source_update", "harvest_source_patch",
         "harvest_source_clear", "harvest_source_job_history_clear",
-        "harvest_source_show_status", "harvest_source_reindex",
+        "harvest_source_show_status", "harvest_source_reindex", "harvest_source_detach",
     ])
     def test_action_leaves_no_keys_in_the_callers_context(self, action):
         org_admin = factories.User()

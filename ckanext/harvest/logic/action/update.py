@@ -12,7 +12,7 @@ from ckan.plugins.toolkit import config
 from ckan.types import Context, DataDict
 
 from ckanext.harvest.constants import DATASET_TYPE_NAME
-from ckanext.harvest.lib import clearing, jobs, objects, sources
+from ckanext.harvest.lib import clearing, detaching, jobs, objects, sources
 from ckanext.harvest.lib.mail import (  # noqa: F401 - public names of this module
     get_mail_extra_vars,
     prepare_error_mail,
@@ -24,7 +24,7 @@ from ckanext.harvest.lib.mail import (  # noqa: F401 - public names of this modu
 )
 from ckanext.harvest.logic.action.get import harvest_source_show
 from ckanext.harvest.logic.dictization import harvest_job_dictize
-from ckanext.harvest.logic.types import SourceRef
+from ckanext.harvest.logic.types import SourceDetached, SourceRef
 from ckanext.harvest.model import Frequency, HarvestJob
 from ckanext.harvest.mq import MessageKey
 
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "harvest_source_update",
     "harvest_source_clear",
+    "harvest_source_detach",
     "harvest_source_index_clear",
     "harvest_source_job_history_clear",
     "harvest_sources_job_history_clear",
@@ -80,6 +81,34 @@ def harvest_source_clear(context: Context, data_dict: DataDict) -> SourceRef:
     clearing.clear_source(source.id)
     toolkit.get_action("harvest_source_reindex")(Context(context), {"id": source.id})
     return {"id": source.id}
+
+
+def harvest_source_detach(context: Context, data_dict: DataDict) -> SourceDetached:
+    """Detach the datasets of a source: they become ordinary local datasets.
+
+    Their harvest link and their stored ``harvest_*`` extras are removed, their
+    content stays, and no later job of any source updates or deletes them
+    (docs/web-interface.rst, *Deleting a source*). The source itself is not
+    changed.
+
+    :param id: the id or name of the source
+    :returns: ``{'id': <source id>, 'detached': <number of datasets>}``
+    :raises ValidationError: no ``id``, or the source has a running job
+    :raises ObjectNotFound: no such source
+    """
+    reference = data_dict.get("id")
+    if not reference or not isinstance(reference, str):
+        raise toolkit.ValidationError({"id": ["Missing value"]})
+    toolkit.check_access("harvest_source_detach", Context(context), {"id": reference})
+    package = model.Package.get(reference)
+    source = sources.get_source_or_404(package.id if package else reference)
+    try:
+        detached = detaching.detach_source(source.id)
+    except detaching.SourceBusy as e:
+        raise toolkit.ValidationError({"id": [str(e)]}) from None
+    # The source's own index entry carries its status (its dataset count).
+    toolkit.get_action("harvest_source_reindex")(Context(context), {"id": source.id})
+    return {"id": source.id, "detached": detached}
 
 
 def harvest_source_index_clear(context: Context, data_dict: DataDict) -> SourceRef:

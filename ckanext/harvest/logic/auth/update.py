@@ -15,6 +15,7 @@ from ckanext.harvest.logic.auth.create import harvest_job_create
 __all__ = [
     "harvest_source_update",
     "harvest_source_clear",
+    "harvest_source_detach",
     "harvest_sources_clear",
     "harvest_objects_import",
     "harvest_jobs_run",
@@ -40,6 +41,12 @@ def harvest_source_update(context: Context, data_dict: DataDict) -> AuthResult:
 
 def harvest_source_clear(context: Context, data_dict: DataDict) -> AuthResult:
     """As ``harvest_source_update``."""
+    return harvest_source_update(context, data_dict)
+
+
+def harvest_source_detach(context: Context, data_dict: DataDict) -> AuthResult:
+    """As ``harvest_source_update``: whoever may update the source may let its
+    datasets go."""
     return harvest_source_update(context, data_dict)
 
 
