@@ -81,7 +81,8 @@ def test_without_a_version_the_framework_version_is_used() -> None:
 @pytest.mark.ckan_config("ckan.plugins", "harvest test_harvester")
 def test_a_forced_job_is_flagged_in_redis_with_a_ttl() -> None:
     job = harvest_factories.HarvestJobObj()
-    other = harvest_factories.HarvestJobObj(source=job.source)
+    other = harvest_factories.HarvestJobObj(
+        source=harvest_factories.HarvestSourceObj(url="http://two.example.com"))
 
     hashes.mark_forced(job.id)
 

@@ -190,10 +190,11 @@ def record_import(harvest_object: HarvestObject, content_hash: str,
     extras of the object just imported; any older values of the object go."""
     modified = model.Session.query(model.Package.metadata_modified).filter(
         model.Package.id == package_id).scalar()
-    model.Session.query(HarvestObjectExtra).filter(
-        HarvestObjectExtra.harvest_object_id == harvest_object.id,
-        HarvestObjectExtra.key.in_((HASH_KEY, LOCAL_MODIFIED_KEY)),
-    ).delete(synchronize_session=False)
+    if harvest_object.import_finished is not None:  # imported before: re-import
+        model.Session.query(HarvestObjectExtra).filter(
+            HarvestObjectExtra.harvest_object_id == harvest_object.id,
+            HarvestObjectExtra.key.in_((HASH_KEY, LOCAL_MODIFIED_KEY)),
+        ).delete(synchronize_session=False)
     model.Session.add_all([
         HarvestObjectExtra(harvest_object_id=harvest_object.id, key=HASH_KEY,
                            value=content_hash),
