@@ -782,6 +782,12 @@ def _object_states(local: Local, job_id: str) -> set[tuple[str, str, bool, bool]
         "WHERE o.harvest_job_id = :j", j=job_id)}
 
 
+def _current_jobs(local: Local) -> dict[str, str]:
+    """The job that last wrote each dataset (that of its current object)."""
+    return {row[0]: row[1] for row in local.site.query(
+        "SELECT package_id, harvest_job_id FROM harvest_object WHERE current")}
+
+
 def _current_objects(local: Local) -> dict[str, str]:
     return {row[0]: row[1] for row in local.site.query(
         "SELECT package_id, id FROM harvest_object WHERE current")}
@@ -808,30 +814,28 @@ def test_content_hashes_skip_unchanged_records_until_config_force_or_local_edit(
     after_edit = _harvest(local, source_id)
 
     assert _stats(after_edit) == {"not modified": PUBLIC - 1, "updated": 1}
-    datasets = _local_datasets()
-    assert datasets[edited]["title"] == remote.action("package_show", id=edited)["title"]
-    assert {i for i, d in datasets.items() if d["metadata_modified"] != modified[i]} == {
-        edited}
+    assert _local_datasets()[edited]["title"] == remote.action(
+        "package_show", id=edited)["title"]
+    assert _current_jobs(local) == {
+        i: after_edit if i == edited else first for i in modified}
 
     # A new source config: every dataset is imported again, once.
     _action("harvest_source_patch", id=source_id,
             config=json.dumps({"force_all": True, "clean_tags": False}))
-    modified = _modified_dates()
     new_config = _harvest(local, source_id)
     again = _harvest(local, source_id)
 
     assert _stats(new_config) == {"updated": PUBLIC}
-    assert all(d["metadata_modified"] != modified[i] for i, d in _local_datasets().items())
     assert _stats(again) == {"not modified": PUBLIC}
+    assert set(_current_jobs(local).values()) == {new_config}
 
     # A forced job writes every dataset, whatever its hash.
-    modified = _modified_dates()
     forced = str(_action("harvest_job_create", source_id=source_id, run=True,
                          force=True)["id"])
     _wait_until_finished(local, source_id, forced)
 
     assert _stats(forced) == {"updated": PUBLIC}
-    assert all(d["metadata_modified"] != modified[i] for i, d in _local_datasets().items())
+    assert set(_current_jobs(local).values()) == {forced}
 
 
 def _utcnow() -> datetime.datetime:
