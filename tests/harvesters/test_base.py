@@ -893,3 +893,20 @@ def test_gather_queues_changed_records_and_those_of_forced_jobs(harvester, hashe
 
     [obj] = model.Session.query(HarvestObject).filter_by(harvest_job_id=job.id)
     assert ids == [obj.id] and obj.state == "WAITING"
+
+
+def test_a_record_unchanged_by_date_adopts_a_hash_for_the_next_gather(
+        harvester, previous, remote_dict):
+    """``previous`` was imported without a hash (as before an upgrade)."""
+    new = _again(previous, _content())
+    data = remote_dict(id=previous.package_id, title="New title",
+                       metadata_modified="2024-01-01T00:00:00")
+
+    assert harvester._create_or_update_package(data, new, "package_show") == "unchanged"
+    new.save()  # as the stage driver does with the report status
+
+    assert _extras_of(previous)[hashes.HASH_KEY] == hashes.record_hash(
+        new.content, None, harvester)
+    job = _job(previous.source, status=JobStatus.RUNNING.value, started=_day(3))
+    assert harvester._create_hashed_objects([(previous.guid, new.content)], job) == []
+    assert _package(previous.package_id)["title"] == "Old title"

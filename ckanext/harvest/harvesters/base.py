@@ -366,6 +366,8 @@ class HarvesterBase(p.SingletonPlugin):
         verdict = self._hash_verdict(found[0], harvest_object, content_hash)
         if verdict is None and _package.unchanged_since_import(package_dict):
             verdict = True
+            if content_hash is not None:
+                hashes.adopt(found[0], content_hash)
         if verdict:
             package_dict["name"] = found[1]
         return verdict
@@ -407,8 +409,12 @@ class HarvesterBase(p.SingletonPlugin):
         verdict = self._hash_verdict(existing["id"], harvest_object, content_hash)
         if verdict is not None:
             return verdict
-        return not _package.is_newer(package_dict, existing,
-                                     _package.imported_modified(existing["id"]))
+        if _package.is_newer(package_dict, existing,
+                             _package.imported_modified(existing["id"])):
+            return False
+        if content_hash is not None:
+            hashes.adopt(existing["id"], content_hash)
+        return True
 
     def _default_lookup(self) -> bool:
         """Whether :meth:`_find_existing_package` is this class's (not overridden

@@ -52,6 +52,7 @@ __all__ = [
     "HASH_KEY",
     "LOCAL_MODIFIED_KEY",
     "PreviousImport",
+    "adopt",
     "canonical",
     "create_objects",
     "force_key",
@@ -135,6 +136,7 @@ class PreviousImport:
 
     guid: Optional[str]
     package_id: str
+    object_id: str
     content_hash: Optional[str]
     recorded_modified: Optional[str]
     package_modified: Optional[datetime.datetime]
@@ -159,7 +161,8 @@ def _previous_query() -> Any:
     modified = sa.orm.aliased(HarvestObjectExtra)
     return (
         model.Session.query(
-            HarvestObject.guid, HarvestObject.package_id, extra.value, modified.value,
+            HarvestObject.guid, HarvestObject.package_id, HarvestObject.id,
+            extra.value, modified.value,
             model.Package.metadata_modified, model.Package.state)
         .join(model.Package, model.Package.id == HarvestObject.package_id)
         .outerjoin(extra, sa.and_(extra.harvest_object_id == HarvestObject.id,
@@ -182,6 +185,22 @@ def _previous_imports(source_id: str, guids: list[str]) -> dict[str, PreviousImp
     rows = (_previous_query().filter(HarvestObject.harvest_source_id == source_id)
             .filter(HarvestObject.guid.in_(guids)).all())
     return {row[0]: PreviousImport(*row) for row in rows}
+
+
+def adopt(package_id: str, content_hash: str) -> None:
+    """Add (not commit) the hash of a record found unchanged by its remote date
+    to the current object of its dataset, when that object has none (imported
+    before hashes were recorded), with the dataset's ``metadata_modified`` of
+    now: the next gather can then skip the record."""
+    previous = previous_import(package_id)
+    if previous is None or previous.content_hash is not None:
+        return
+    model.Session.add_all([
+        HarvestObjectExtra(harvest_object_id=previous.object_id, key=HASH_KEY,
+                           value=content_hash),
+        HarvestObjectExtra(harvest_object_id=previous.object_id, key=LOCAL_MODIFIED_KEY,
+                           value=_isoformat(previous.package_modified)),
+    ])
 
 
 def record_import(harvest_object: HarvestObject, content_hash: str,
