@@ -523,8 +523,10 @@ def table(results: dict[str, Any]) -> str:
             "%.2f" % speedup, ">= 1.5 x (1) speed", verdict(speedup, 1.5, True),
             outcome(scale)))
     unchanged, changed = results["unchanged"], results["changed"]
+    unchanged_ratio = unchanged["seconds"] / first["seconds"]
     rows.append(harvest_row("unchanged", "(3a) re-harvest, nothing changed") + (
-        "", "", "", outcome(unchanged)))
+        "%.2f" % unchanged_ratio, "(3a) <= 0.10 x (1)", verdict(unchanged_ratio, 0.10),
+        outcome(unchanged)))
     n_changed = changed["report"].get("updated", 0) + changed["report"].get("added", 0)
     extra = changed["seconds"] - unchanged["seconds"]
     per_changed = extra / (n_changed * floor_per) if n_changed else 0.0

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import click
 import pytest
 import redis
 from ckan import model
@@ -31,6 +32,7 @@ from ckan.plugins import toolkit
 
 from ckanext.harvest import cli as harvest_cli
 from ckanext.harvest import queue
+from ckanext.harvest.lib import hashes
 from ckanext.harvest.model import (
     HarvestJob,
     HarvestLog,
@@ -500,6 +502,68 @@ def test_job_creates_and_queues_a_job(run, redis_conn):
     ]
 
 
+@pytest.mark.parametrize("args", [("--force", "{name}"), ("{name}", "--force"),
+                                  ("start", "{name}", "--force")])
+def test_job_force_creates_a_forced_job_with_the_same_output(run, args):
+    source = _source()
+
+    result = run("job", *(arg.format(name=source["name"]) for arg in args))
+
+    assert result.exit_code == 0, result.output
+    [job] = _jobs_of(source["id"])
+    assert result.stdout == (
+        _job_block(job.id, "Running", source["id"]) + "There are 0 new harvest jobs\n"
+    )
+    assert hashes.is_forced(job.id)
+
+
+def test_job_without_force_creates_an_unforced_job(run):
+    source = _source()
+
+    result = run("job", source["name"])
+
+    assert result.exit_code == 0, result.output
+    [job] = _jobs_of(source["id"])
+    assert not hashes.is_forced(job.id)
+
+
+@pytest.fixture
+def job_subcommand():
+    """A subcommand added to ``job`` the way other modules add theirs."""
+    from ckanext.harvest.cli.jobs import job_command
+
+    @click.command(name="echo-job")
+    @click.argument("job_id")
+    def echo_job(job_id: str) -> None:
+        click.echo("job subcommand got " + job_id)
+
+    job_command.add_command(echo_job)
+    yield echo_job
+    job_command.commands.pop("echo-job")
+
+
+def test_job_dispatches_to_its_subcommands(run, job_subcommand):
+    result = run("job", "echo-job", "1234")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "job subcommand got 1234\n"
+    assert model.Session.query(HarvestJob).count() == 0
+
+
+def test_job_help_lists_its_subcommands(run, job_subcommand):
+    result = run("job", "--help")
+
+    assert result.exit_code == 0, result.output
+    assert "echo-job" in result.stdout and "--force" in result.stdout
+
+
+def test_job_without_a_source_is_a_usage_error(run):
+    result = run("job")
+
+    assert result.exit_code == 2
+    assert "Missing argument 'SOURCE_ID_OR_NAME'" in result.stderr
+
+
 def test_job_when_the_source_has_an_unrun_job(run):
     source = _source()
     harvest_factories.HarvestJob(source=HarvestSource.get(source["id"]))
@@ -631,6 +695,20 @@ def test_run_test_with_a_guid_imports_only_that_object(run):
     assert result.exit_code == 0, result.output
     assert _dataset_exists("harvested-g2")
     assert not _dataset_exists("harvested-g1")
+
+
+@pytest.mark.parametrize("force", [True, False])
+def test_run_test_force_flags_the_job(run, force):
+    source = _source()
+
+    result = run("run-test", source["name"], *(["--force"] if force else []))
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    [job] = _jobs_of(source["id"])
+    assert job.status == "Finished"
+    assert hashes.is_forced(job.id) is force
+    assert _dataset_exists("harvested-g1")
 
 
 def test_run_test_reuses_the_new_job_of_the_source(run):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import re
 import uuid
 from typing import Any, Optional
@@ -15,11 +16,13 @@ from ckan.tests import factories
 from ckanext.harvest.harvesters import _package as _package_helpers
 from ckanext.harvest.harvesters import base
 from ckanext.harvest.harvesters.base import HarvesterBase
+from ckanext.harvest.lib import hashes
 from ckanext.harvest.model import (
     HarvestGatherError,
     HarvestJob,
     HarvestObject,
     HarvestObjectError,
+    HarvestObjectExtra,
     HarvestSource,
     JobStatus,
     ReportStatus,
@@ -840,3 +843,136 @@ def test_rest_form_clean_tags(harvester, harvest_object, remote_dict):
 
     tags = sorted(t["name"] for t in _package(data["id"])["tags"])
     assert tags == ["randomtag", "some-spaces--here"]
+
+
+# --- content hashes ---------------------------------------------------------------
+
+
+def _extras_of(obj: HarvestObject) -> dict[str, Optional[str]]:
+    rows = model.Session.query(HarvestObjectExtra).filter_by(harvest_object_id=obj.id)
+    return {row.key: row.value for row in rows}
+
+
+def _content(**fields: Any) -> str:
+    return json.dumps(dict({"title": "Remote title", "notes": "n"}, **fields))
+
+
+@pytest.fixture
+def hashed(harvester, remote_dict) -> HarvestObject:
+    """A dataset created by an earlier import of an object with content."""
+    obj = _object(_job(_source(), started=_day(1)), guid="remote-guid", content=_content())
+    data = remote_dict(name="local-name", title="Old title",
+                       metadata_modified="2024-01-01T00:00:00")
+    assert harvester._create_or_update_package(data, obj, "package_show") is True
+    return obj
+
+
+def _again(previous: HarvestObject, content: Optional[str] = None,
+           **job_fields: Any) -> HarvestObject:
+    job = _job(previous.source, started=_day(2), **job_fields)
+    return _object(job, guid=previous.guid, content=content or previous.content)
+
+
+def test_an_import_records_the_content_hash_and_the_local_date(harvester, hashed):
+    package = model.Package.get(hashed.package_id)
+
+    assert _extras_of(hashed) == {
+        hashes.HASH_KEY: hashes.record_hash(hashed.content, None, harvester),
+        hashes.LOCAL_MODIFIED_KEY: package.metadata_modified.isoformat(),
+    }
+
+
+def test_same_content_is_not_written_even_with_a_newer_remote_date(
+        harvester, hashed, remote_dict):
+    new = _again(hashed)
+    data = remote_dict(id=hashed.package_id, title="New title",
+                       metadata_modified="2999-01-01T00:00:00")
+
+    assert harvester._create_or_update_package(data, new, "package_show") == "unchanged"
+
+    assert _package(hashed.package_id)["title"] == "Old title"
+    assert tuple(_object_row(new.id)) == (False, None)
+    assert _extras_of(new) == {}
+
+
+def test_new_content_is_written_even_with_the_same_remote_date(
+        harvester, hashed, remote_dict):
+    new = _again(hashed, _content(title="New title"))
+    data = remote_dict(id=hashed.package_id, title="New title",
+                       metadata_modified="2024-01-01T00:00:00")
+
+    assert harvester._create_or_update_package(data, new, "package_show") is True
+
+    assert _package(hashed.package_id)["title"] == "New title"
+    assert tuple(_object_row(new.id)) == (True, hashed.package_id)
+    assert _extras_of(new)[hashes.HASH_KEY] != _extras_of(hashed)[hashes.HASH_KEY]
+
+
+@pytest.mark.parametrize("change", ["source config", "local edit", "forced job"])
+def test_same_content_is_written_again_after(harvester, hashed, remote_dict, change):
+    if change == "source config":
+        hashed.source.config = '{"default_tags": ["x"]}'
+        hashed.source.save()
+    elif change == "local edit":
+        toolkit.get_action("package_patch")(
+            {"ignore_auth": True, "user": SITE_USER},
+            {"id": hashed.package_id, "notes": "Edited here"})
+    new = _again(hashed)
+    if change == "forced job":
+        hashes.mark_forced(new.harvest_job_id)
+    data = remote_dict(id=hashed.package_id, title="New title",
+                       metadata_modified="2024-01-01T00:00:00")
+
+    assert harvester._create_or_update_package(data, new, "package_show") is True
+
+    assert _package(hashed.package_id)["title"] == "New title"
+    assert tuple(_object_row(new.id)) == (True, hashed.package_id)
+    assert tuple(_object_row(hashed.id)) == (False, hashed.package_id)
+
+
+def test_gather_finishes_the_objects_of_unchanged_records(harvester, hashed):
+    job = _job(hashed.source, status=JobStatus.RUNNING.value, started=_day(2))
+
+    ids = harvester._create_hashed_objects(
+        [(hashed.guid, hashed.content), ("other-guid", _content())], job)
+
+    objects = {obj.guid: obj for obj in model.Session.query(HarvestObject)
+               .filter_by(harvest_job_id=job.id)}
+    assert ids == [objects["other-guid"].id]
+    assert objects["other-guid"].state == "WAITING"
+    unchanged = objects[hashed.guid]
+    assert (unchanged.state, unchanged.report_status, unchanged.current) == (
+        "COMPLETE", ReportStatus.NOT_MODIFIED.value, False)
+    assert unchanged.import_finished is not None
+
+
+@pytest.mark.parametrize("change", ["content", "forced job"])
+def test_gather_queues_changed_records_and_those_of_forced_jobs(harvester, hashed, change):
+    job = _job(hashed.source, status=JobStatus.RUNNING.value, started=_day(2))
+    content = hashed.content
+    if change == "forced job":
+        hashes.mark_forced(job.id)
+    else:
+        content = _content(title="Changed")
+
+    ids = harvester._create_hashed_objects([(hashed.guid, content)], job)
+
+    [obj] = model.Session.query(HarvestObject).filter_by(harvest_job_id=job.id)
+    assert ids == [obj.id] and obj.state == "WAITING"
+
+
+def test_a_record_unchanged_by_date_adopts_a_hash_for_the_next_gather(
+        harvester, previous, remote_dict):
+    """``previous`` was imported without a hash (as before an upgrade)."""
+    new = _again(previous, _content())
+    data = remote_dict(id=previous.package_id, title="New title",
+                       metadata_modified="2024-01-01T00:00:00")
+
+    assert harvester._create_or_update_package(data, new, "package_show") == "unchanged"
+    new.save()  # as the stage driver does with the report status
+
+    assert _extras_of(previous)[hashes.HASH_KEY] == hashes.record_hash(
+        new.content, None, harvester)
+    job = _job(previous.source, status=JobStatus.RUNNING.value, started=_day(3))
+    assert harvester._create_hashed_objects([(previous.guid, new.content)], job) == []
+    assert _package(previous.package_id)["title"] == "Old title"

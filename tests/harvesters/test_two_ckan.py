@@ -746,16 +746,96 @@ def test_reharvest_picks_up_exactly_the_remote_changes(
     assert _job_guids(local, third) == set() and _gather_errors(local, third) == []
     assert {i: d["metadata_modified"] for i, d in _local_datasets().items()} == modified
 
-    # force_all: every remote dataset is looked at again, none is changed.
+    # force_all: every remote dataset is looked at again. The new source config
+    # changes every content hash: each is imported again, once.
     _action("harvest_source_patch", id=source_id, config=json.dumps({"force_all": True}))
     _window_starts_at(local, third, _utcnow())
     searches = len(_searches(remote))
     fourth = _harvest(local, source_id)
 
-    assert _stats(fourth) == {"not modified": PUBLIC + 1}
+    assert _stats(fourth) == {"updated": PUBLIC + 1}
     assert _job_guids(local, fourth) == set(remote_datasets)
     assert _search_filters(remote, searches) == {None}
+
+    # force_all again, nothing changed: none is written.
+    modified = {i: d["metadata_modified"] for i, d in _local_datasets().items()}
+    fifth = _harvest(local, source_id)
+
+    assert _stats(fifth) == {"not modified": PUBLIC + 1}
+    assert _job_guids(local, fifth) == set(remote_datasets)
     assert {i: d["metadata_modified"] for i, d in _local_datasets().items()} == modified
+
+
+# --- content hashes ------------------------------------------------------------------
+
+
+def _modified_dates() -> dict[str, str]:
+    return {i: d["metadata_modified"] for i, d in _local_datasets().items()}
+
+
+def _object_states(local: Local, job_id: str) -> set[tuple[str, str, bool, bool]]:
+    """(state, report status, current, ever queued-and-imported) of the job's objects:
+    an object finished at gather has no import of its own after its gather."""
+    return {(row[0], row[1], row[2], row[3]) for row in local.site.query(
+        "SELECT o.state, o.report_status, o.current, o.import_started > j.gather_finished "
+        "FROM harvest_object o JOIN harvest_job j ON j.id = o.harvest_job_id "
+        "WHERE o.harvest_job_id = :j", j=job_id)}
+
+
+def _current_jobs(local: Local) -> dict[str, str]:
+    """The job that last wrote each dataset (that of its current object)."""
+    return {row[0]: row[1] for row in local.site.query(
+        "SELECT package_id, harvest_job_id FROM harvest_object WHERE current")}
+
+
+def _current_objects(local: Local) -> dict[str, str]:
+    return {row[0]: row[1] for row in local.site.query(
+        "SELECT package_id, id FROM harvest_object WHERE current")}
+
+
+def test_content_hashes_skip_unchanged_records_until_config_force_or_local_edit(
+        local: Local, remote: RemoteCkan) -> None:
+    source_id = _create_source(local, remote, {"force_all": True})
+    first = _harvest(local, source_id)
+    assert _stats(first) == {"added": PUBLIC}
+    modified, current = _modified_dates(), _current_objects(local)
+
+    # force_all, nothing changed: no dataset is written, no object is imported.
+    unchanged = _harvest(local, source_id)
+
+    assert _stats(unchanged) == {"not modified": PUBLIC}
+    assert _object_states(local, unchanged) == {("COMPLETE", "not modified", False, False)}
+    assert _modified_dates() == modified
+    assert _current_objects(local) == current
+
+    # A local edit: that dataset is imported again (the remote copy wins).
+    edited = _id_of(remote, CATALOGUE.public[2])
+    _action("package_patch", id=edited, title="Edited locally")
+    after_edit = _harvest(local, source_id)
+
+    assert _stats(after_edit) == {"not modified": PUBLIC - 1, "updated": 1}
+    assert _local_datasets()[edited]["title"] == remote.action(
+        "package_show", id=edited)["title"]
+    assert _current_jobs(local) == {
+        i: after_edit if i == edited else first for i in modified}
+
+    # A new source config: every dataset is imported again, once.
+    _action("harvest_source_patch", id=source_id,
+            config=json.dumps({"force_all": True, "clean_tags": False}))
+    new_config = _harvest(local, source_id)
+    again = _harvest(local, source_id)
+
+    assert _stats(new_config) == {"updated": PUBLIC}
+    assert _stats(again) == {"not modified": PUBLIC}
+    assert set(_current_jobs(local).values()) == {new_config}
+
+    # A forced job writes every dataset, whatever its hash.
+    forced = str(_action("harvest_job_create", source_id=source_id, run=True,
+                         force=True)["id"])
+    _wait_until_finished(local, source_id, forced)
+
+    assert _stats(forced) == {"updated": PUBLIC}
+    assert set(_current_jobs(local).values()) == {forced}
 
 
 def _utcnow() -> datetime.datetime:

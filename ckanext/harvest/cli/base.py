@@ -39,6 +39,28 @@ class SourceNotFound(toolkit.ObjectNotFound):
         return "Source <{}> not found.".format(self.reference)
 
 
+class DefaultCommandGroup(click.Group):
+    """A click group that runs its default command when the first argument is
+    not the name of one of its subcommands.
+
+    ``ckan harvester job SOURCE [--force]`` keeps working as a plain command
+    while ``job`` also has subcommands (``job NAME ...``): other modules add
+    theirs with ``job_command.add_command(...)``. A source named like a
+    subcommand is reached through the default command's name (e.g.
+    ``job start NAME``). ``job --help`` shows the group's help.
+    """
+
+    def __init__(self, *args: Any, default_command: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default_command = default_command
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = args[0] if args else None
+        if first not in self.commands and first not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
 class NoProgress:
     """The silent stand-in for ``click.progressbar`` (not a terminal)."""
 

@@ -2,6 +2,10 @@
 
 Harvest jobs and the scheduler. The implementations (``create_job``...) call
 the job actions as the site user and return the text the commands print.
+
+``job`` is a group (:class:`~ckanext.harvest.cli.base.DefaultCommandGroup`):
+``job SOURCE [--force]`` runs its hidden default command, ``start``; other
+modules add commands about existing jobs with ``job_command.add_command(...)``.
 """
 from __future__ import annotations
 
@@ -10,20 +14,36 @@ from typing import Any, Optional
 import click
 from ckan.plugins import toolkit
 
-from ckanext.harvest.cli.base import SOURCE_ARG, abort, action, echo, guarded, source_dict
+from ckanext.harvest.cli.base import (
+    SOURCE_ARG,
+    DefaultCommandGroup,
+    abort,
+    action,
+    echo,
+    guarded,
+    source_dict,
+)
 from ckanext.harvest.cli.output import format_job, format_jobs, there_are
 from ckanext.harvest.model import JobStatus
 
+#: The hidden subcommand ``job SOURCE`` runs (``job start SOURCE`` works too).
+START_COMMAND = "start"
 
-def create_job(source_id_or_name: str) -> str:
+
+def create_job(source_id_or_name: str, force: bool = False) -> str:
     """Start a job for a source now: it is sent to the gather queue.
 
+    :param force: import every record, even those whose content hash is
+        unchanged since the last import
     :returns: the job block and the count of ``New`` jobs
     :raises SourceNotFound:
     :raises HarvestJobExists: the source has a New or Running job
     """
     source = source_dict(source_id_or_name)
-    job = action("harvest_job_create", {"source_id": source["id"], "run": True})
+    data_dict: dict[str, Any] = {"source_id": source["id"], "run": True}
+    if force:
+        data_dict["force"] = True
+    job = action("harvest_job_create", data_dict)
     new_jobs = action("harvest_job_list", {"status": JobStatus.NEW.value})
     return format_job(job) + there_are("harvest job", new_jobs, "new") + "\n"
 
@@ -71,17 +91,37 @@ def run_harvester() -> None:
 # -- commands ------------------------------------------------------------------------
 
 
-@click.command(name="job", short_help="Start a harvest of one source now.")
+@click.group(name="job", cls=DefaultCommandGroup, default_command=START_COMMAND,
+             short_help="Start a harvest of one source now.",
+             subcommand_metavar="SOURCE_ID_OR_NAME [--force] | COMMAND [ARGS]...")
+def job_command() -> None:
+    """Start a harvest of one source now: job SOURCE_ID_OR_NAME [--force].
+
+    A job is created and sent to the gather queue, which makes it Running;
+    the job is printed, then the number of jobs still waiting (New). Fails
+    when the source is inactive or already has a New or Running job. With
+    --force, every record is imported, even those unchanged since their last
+    import (same content hash).
+
+    Commands acting on existing jobs, if any, are listed below.
+    """
+
+
+@job_command.command(name=START_COMMAND, hidden=True,
+                     short_help="Start a harvest of one source now.")
 @click.argument("source_id_or_name", metavar=SOURCE_ARG)
+@click.option("--force", is_flag=True, default=False,
+              help="Import every record, even those unchanged since their last "
+                   "import (same content hash).")
 @guarded()
-def job_command(source_id_or_name: str) -> None:
-    """Start a harvest of one source now.
+def job_start_command(source_id_or_name: str, force: bool) -> None:
+    """Start a harvest of one source now (what ``job SOURCE`` runs).
 
     A job is created and sent to the gather queue, which makes it Running;
     the job is printed, then the number of jobs still waiting (New). Fails
     when the source is inactive or already has a New or Running job.
     """
-    echo(create_job(source_id_or_name))
+    echo(create_job(source_id_or_name, force))
 
 
 @click.command(name="jobs", short_help="Print every job, newest first.")

@@ -97,12 +97,15 @@ def run_test_harvester(
     confirm_abort: Callable[[JobToAbort], bool] = lambda pending: False,
     echo: Callable[[str], None] = print,
     progress: Optional[Progress] = None,
+    force: bool = False,
 ) -> bool:
     """Gather, fetch and import a job of a source here, without the consumers.
 
     :param force_import: only import the objects whose guid is in this text
         (after its last ``=``)
     :param confirm_abort: asked whether to abort a running job of the source
+    :param force: import every record, even those whose content hash is
+        unchanged since the last import
     :returns: False when the user declined to abort the running job
     :raises SourceNotFound:
     :raises RuntimeError: no harvester for the source's type
@@ -125,22 +128,27 @@ def run_test_harvester(
     with ExitStack() as stack:
         label = "Harvesting {}".format(source.get("name") or source["id"])
         wrapped = _ProgressHarvester(harvester, progress or NoProgress, label, stack)
-        run_harvest_job(job, cast(IHarvester, wrapped))
+        run_harvest_job(job, cast(IHarvester, wrapped), force=force)
     return True
 
 
 @click.command(name="run-test", short_help="Harvest one source in this process.")
 @click.argument("source_id_or_name", metavar=SOURCE_ARG)
 @click.argument("force_import", metavar="[GUID]", required=False)
+@click.option("--force", is_flag=True, default=False,
+              help="Import every record, even those unchanged since their last "
+                   "import (same content hash).")
 @guarded()
-def run_test_command(source_id_or_name: str, force_import: Optional[str]) -> None:
+def run_test_command(source_id_or_name: str, force_import: Optional[str],
+                     force: bool) -> None:
     """Harvest one source in this process, to develop or debug a harvester.
 
     Gathers, fetches and imports a job of the source here, without the
     consumers (the job is also put on the gather queue). With GUID, only the
     objects whose guid is contained in GUID are imported. A pending New job
     is reused; if the source has a Running job, you are asked whether to
-    abort it.
+    abort it. With --force, every record is imported, even those unchanged
+    since their last import (same content hash).
     """
     def confirm(pending: JobToAbort) -> bool:
         click.echo(pending.describe())
@@ -149,5 +157,5 @@ def run_test_command(source_id_or_name: str, force_import: Optional[str]) -> Non
         return answer == "y"
 
     if not run_test_harvester(source_id_or_name, force_import, confirm,
-                              echo=click.echo, progress=progress_bars()):
+                              echo=click.echo, progress=progress_bars(), force=force):
         raise click.exceptions.Exit(1)

@@ -32,7 +32,7 @@ from ckanext.harvest import options
 from ckanext.harvest.harvesters import _package
 from ckanext.harvest.harvesters._package import NameOrNone, PackageDictForm
 from ckanext.harvest.interfaces import IHarvester
-from ckanext.harvest.lib import detaching, indexing
+from ckanext.harvest.lib import detaching, hashes, indexing
 from ckanext.harvest.model import (
     ErrorStage,
     HarvestGatherError,
@@ -224,6 +224,26 @@ class HarvesterBase(p.SingletonPlugin):
             self._save_gather_error("%r" % e, harvest_job)
             return None
 
+    def _create_hashed_objects(
+        self, records: list[tuple[str, str]], harvest_job: HarvestJob
+    ) -> list[str]:
+        """Create (and commit) one object per ``(guid, content)`` record, skipping
+        the import of the unchanged ones (see docs/writing-a-harvester.rst).
+
+        A record whose hash (:mod:`ckanext.harvest.lib.hashes`: the normalised
+        content, the source configuration and this harvester's version) equals
+        that of the current object of its guid, while the local dataset was not
+        edited since, gets an object finished already (``COMPLETE``, ``not
+        modified``), which is neither returned nor queued. A forced job skips
+        nothing.
+
+        :param records: ``(guid, content)`` pairs; the content is what
+            :meth:`_create_or_update_package` will hash at import
+        :param harvest_job: the job being gathered
+        :returns: ids of the objects to fetch and import
+        """
+        return hashes.create_objects(harvest_job, records, self)
+
     @classmethod
     def last_error_free_job(cls, harvest_job: HarvestJob) -> Optional[HarvestJob]:
         """Return the latest clean job of ``harvest_job``'s source, if any.
@@ -306,19 +326,13 @@ class HarvesterBase(p.SingletonPlugin):
         context = self._package_write_context()
         if self.config and self.config.get("clean_tags") and "tags" in package_dict:
             package_dict["tags"] = self._clean_tags(package_dict["tags"])
+        content_hash = self._content_hash(harvest_object)
+        verdict: Optional[bool] = None
         try:
             if self._default_lookup():
-                # Without building the dataset dict (package_show) when it is not
-                # needed: a new dataset, or one unchanged since its last import.
-                found = _package.find_package(package_dict.get("id"))
-                if found is None:
-                    raise toolkit.ObjectNotFound()
-                if found[0] == package_dict["id"] and \
-                        _package.unchanged_since_import(package_dict):
-                    package_dict["name"] = found[1]
-                    log.info("Package with GUID %s not updated, skipping",
-                             harvest_object.guid)
-                    return UNCHANGED
+                verdict = self._fast_verdict(package_dict, harvest_object, content_hash)
+                if verdict:
+                    return self._skipped(harvest_object)
             existing = self._find_existing_package(package_dict)
         except toolkit.ObjectNotFound:
             # Recorded first: package_create commits it with the dataset.
@@ -328,13 +342,80 @@ class HarvesterBase(p.SingletonPlugin):
             if _skips_detached(existing["id"], harvest_object):
                 return UNCHANGED
             package_dict["name"] = existing["name"]
-            if not _package.is_newer(package_dict, existing,
-                                       _package.imported_modified(existing["id"])):
-                log.info("Package with GUID %s not updated, skipping", harvest_object.guid)
-                return UNCHANGED
+            if verdict is None:
+                verdict = self._existing_unchanged(package_dict, existing,
+                                                   harvest_object, content_hash)
+            if verdict:
+                return self._skipped(harvest_object)
             _package.record_remote_modified(harvest_object, package_dict)
             self._update_package(context, package_dict, existing, harvest_object, form)
-        model.Session.commit()  # nothing left to write unless an override deferred it
+        if content_hash is not None:
+            hashes.record_import(harvest_object, content_hash, package_dict["id"])
+        model.Session.commit()  # the hash, and what an override deferred
+        return True
+
+    def _fast_verdict(self, package_dict: dict[str, Any], harvest_object: HarvestObject,
+                      content_hash: Optional[str]) -> Optional[bool]:
+        """Whether the write can be skipped, decided without building the dataset
+        dict (package_show) when it is not needed: a new dataset (raises
+        ObjectNotFound), or one unchanged since its last import (True, its local
+        name set in ``package_dict``). None: undecided."""
+        found = _package.find_package(package_dict.get("id"))
+        if found is None:
+            raise toolkit.ObjectNotFound()
+        if found[0] != package_dict["id"]:
+            return None
+        verdict = self._hash_verdict(found[0], harvest_object, content_hash)
+        if verdict is None and _package.unchanged_since_import(package_dict):
+            verdict = True
+            if content_hash is not None:
+                hashes.adopt(found[0], content_hash)
+        if verdict:
+            package_dict["name"] = found[1]
+        return verdict
+
+    @staticmethod
+    def _skipped(harvest_object: HarvestObject) -> str:
+        log.info("Package with GUID %s not updated, skipping", harvest_object.guid)
+        return UNCHANGED
+
+    def _content_hash(self, harvest_object: HarvestObject) -> Optional[str]:
+        """Hash of the object's content, its source's config and this harvester
+        (:mod:`ckanext.harvest.lib.hashes`); None for an object without content."""
+        if harvest_object.content is None:
+            return None
+        return hashes.record_hash(harvest_object.content,
+                                  hashes.object_source_config(harvest_object), self)
+
+    @staticmethod
+    def _hash_verdict(package_id: str, harvest_object: HarvestObject,
+                      content_hash: Optional[str]) -> Optional[bool]:
+        """Whether the hash says the write of an existing dataset can be skipped.
+
+        False for a forced job, and when the record or the local dataset changed
+        since the last import; True when neither did; None when the last import
+        recorded no hash (the remote dates decide, as without hashes).
+        """
+        if hashes.is_forced(harvest_object.harvest_job_id):
+            return False
+        if content_hash is None:
+            return None
+        previous = hashes.previous_import(package_id)
+        return previous.unchanged(content_hash) if previous is not None else None
+
+    def _existing_unchanged(self, package_dict: dict[str, Any], existing: dict[str, Any],
+                            harvest_object: HarvestObject,
+                            content_hash: Optional[str]) -> bool:
+        """Whether the write of ``existing`` can be skipped: the hash decides,
+        else the remote dates (:func:`._package.is_newer`)."""
+        verdict = self._hash_verdict(existing["id"], harvest_object, content_hash)
+        if verdict is not None:
+            return verdict
+        if _package.is_newer(package_dict, existing,
+                             _package.imported_modified(existing["id"])):
+            return False
+        if content_hash is not None:
+            hashes.adopt(existing["id"], content_hash)
         return True
 
     def _default_lookup(self) -> bool:

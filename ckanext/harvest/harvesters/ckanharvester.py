@@ -342,7 +342,7 @@ class CKANHarvester(ImportStepsMixin, HarvesterBase):
             log.exception("Could not create the harvest objects of job %s", harvest_job.id)
             self._save_gather_error("%r" % e, harvest_job)
             return None
-        if not ids:
+        if not ids and not _job_objects(harvest_job.id)[0]:  # none unchanged either
             self._save_gather_error("No datasets found at CKAN: %s" % base_url, harvest_job)
         return ids
 
@@ -365,12 +365,23 @@ class CKANHarvester(ImportStepsMixin, HarvesterBase):
         ids, existing = _job_objects(job_id)
         try:
             for page in self._gather_pages(base_url, fq_terms):
-                ids.extend(_create_page_objects(page, harvest_job, existing))
+                ids.extend(self._create_page_objects(page, harvest_job, existing))
         except (SearchError, SQLAlchemyError):
             model.Session.rollback()
             delete_job_objects(job_id)
             raise
         return ids
+
+    def _create_page_objects(self, page: list[dict[str, Any]], job: HarvestJob,
+                             existing: set[str]) -> list[str]:
+        """One object per dataset of ``page`` (but the guids in ``existing``),
+        committed; the ids of those to import (an unchanged dataset's object is
+        finished at once, see :meth:`_create_hashed_objects`). Nothing of the page
+        stays referenced: the commit expires the job, which drops its pending
+        ``objects``."""
+        return self._create_hashed_objects(
+            [(dataset["id"], json.dumps(dataset)) for dataset in page
+             if dataset["id"] not in existing], job)
 
     def _search_for_datasets(
         self, remote_ckan_base_url: str, fq_terms: Optional[list[str]] = None
@@ -512,22 +523,6 @@ def _job_objects(job_id: str) -> tuple[list[str], set[str]]:
             .filter(HarvestObject.harvest_job_id == job_id)
             .order_by(HarvestObject.gathered).all())
     return [object_id for object_id, _ in rows], {guid for _, guid in rows if guid}
-
-
-def _create_page_objects(page: list[dict[str, Any]], job: HarvestJob,
-                         existing: set[str]) -> list[str]:
-    """One object per dataset of ``page`` (but the guids in ``existing``), committed;
-    their ids. Nothing of the page stays referenced: the commit expires the job,
-    which drops its pending ``objects``."""
-    objects = [HarvestObject(guid=dataset["id"], job=job, content=json.dumps(dataset))
-               for dataset in page if dataset["id"] not in existing]
-    if not objects:
-        return []
-    model.Session.add_all(objects)
-    model.Session.flush()
-    ids = [obj.id for obj in objects]
-    model.Session.commit()
-    return ids
 
 
 def _next_start(start: int, page_length: int, count: Optional[int]) -> int:

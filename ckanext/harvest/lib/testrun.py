@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ckan import model
 from ckan.plugins import toolkit
 
 from ckanext.harvest.interfaces import IHarvester
-from ckanext.harvest.lib import stages
+from ckanext.harvest.lib import hashes, stages
 from ckanext.harvest.model import HarvestObject, JobStatus, ObjectState
 
 log = logging.getLogger(__name__)
@@ -34,23 +35,28 @@ def _result(obj: HarvestObject) -> dict[str, Any]:
     return result
 
 
-def run_harvest_job(job: Any, harvester: IHarvester) -> dict[str, Any]:
+def run_harvest_job(job: Any, harvester: IHarvester, force: bool = False) -> dict[str, Any]:
     """Gather, fetch and import a job in-process, then finish it.
 
     A ``force_import`` attribute on ``job`` (a text) limits the import to the
     objects whose guid it contains; those are imported even if unchanged.
+    Objects finished at gather (unchanged content hash) are reported too.
 
+    :param force: write every record, whatever its content hash
+        (:func:`ckanext.harvest.lib.hashes.mark_forced`)
     :returns: ``{guid: {obj_id, state, report_status, errors, dataset?}}``
     """
     job.status = JobStatus.RUNNING.value
     job.save()
+    if force:
+        hashes.mark_forced(job.id)
     object_ids = stages.gather_stage(harvester, job)
     if not isinstance(object_ids, list):
         object_ids = []
+    force_import = getattr(job, "force_import", None)
     results_by_guid = {}
     for object_id in object_ids:
         obj = HarvestObject.get(object_id)
-        force_import = getattr(job, "force_import", None)
         if force_import is not None:
             if obj.guid not in force_import:
                 log.info("Skipping: %s", obj.guid)
@@ -58,5 +64,18 @@ def run_harvest_job(job: Any, harvester: IHarvester) -> dict[str, Any]:
             obj.force_import = True
         stages.fetch_and_import_stages(harvester, obj)
         results_by_guid[obj.guid] = _result(obj)
+    for obj in _finished_at_gather(job.id, object_ids):
+        if force_import is None or obj.guid in force_import:
+            results_by_guid[obj.guid] = _result(obj)
     toolkit.get_action("harvest_jobs_run")({"ignore_auth": True}, {})
     return results_by_guid
+
+
+def _finished_at_gather(job_id: str, object_ids: list[str]) -> list[HarvestObject]:
+    """The job's objects its gather finished already (not in ``object_ids``)."""
+    queued = set(object_ids)
+    finished = (model.Session.query(HarvestObject)
+                .filter(HarvestObject.harvest_job_id == job_id)
+                .filter(HarvestObject.state == ObjectState.COMPLETE.value)
+                .order_by(HarvestObject.gathered).all())
+    return [obj for obj in finished if obj.id not in queued]

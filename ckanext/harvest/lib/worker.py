@@ -222,10 +222,18 @@ def _gather_job(config: Config, job: HarvestJob) -> Optional[bool]:
         log.error("Gather stage failed")
         return False
     if not ids:
-        log.error("No harvest objects to fetch")
+        if _has_objects(job.id):
+            log.info("Job %s: every object was finished at gather (unchanged)", job.id)
+        else:
+            log.error("No harvest objects to fetch")
         return False
     _publish_objects(config, _limit_objects(config, job, ids))
     return None
+
+
+def _has_objects(job_id: str) -> bool:
+    return model.Session.query(
+        sa.exists().where(HarvestObject.harvest_job_id == job_id)).scalar()
 
 
 def _limit_objects(config: Config, job: HarvestJob, ids: list[str]) -> list[str]:

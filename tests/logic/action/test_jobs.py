@@ -16,6 +16,7 @@ from ckan import model
 from ckan.plugins import toolkit
 from freezegun import freeze_time
 
+from ckanext.harvest.lib import hashes
 from ckanext.harvest.logic import HarvestJobExists, HarvestSourceInactiveError
 from ckanext.harvest.model import (
     HarvestGatherError,
@@ -187,6 +188,31 @@ def test_job_create_is_allowed_after_a_finished_or_aborted_job(sysadmin, status)
     assert [(row.id, row.status) for row in _jobs_of(source.id)] == [
         (old.id, status), (job["id"], "New"),
     ]
+
+
+@pytest.mark.parametrize("force, forced", [(True, True), ("true", True),
+                                           (False, False), (None, False)])
+def test_job_create_with_force_flags_the_job(sysadmin, force, forced):
+    source = _source()
+    data = {"source_id": source.id, "run": False}
+    if force is not None:
+        data["force"] = force
+
+    job = _call("harvest_job_create", sysadmin, **data)
+
+    assert hashes.is_forced(job["id"]) is forced
+
+
+def test_job_create_refuses_a_force_that_is_not_a_boolean(sysadmin):
+    source = _source()
+
+    with pytest.raises(toolkit.ValidationError) as error:
+        _call("harvest_job_create", sysadmin, source_id=source.id, run=False,
+              force="sometimes")
+
+    assert error.value.error_dict == {
+        "force": ["force must be true or false, not 'sometimes'"]}
+    assert _jobs_of(source.id) == []
 
 
 @pytest.mark.parametrize("run", [False, "false", "False", "0"])

@@ -8,7 +8,7 @@ from ckan.plugins import toolkit
 from ckan.types import Context, DataDict
 
 from ckanext.harvest.constants import DATASET_TYPE_NAME
-from ckanext.harvest.lib import jobs, objects
+from ckanext.harvest.lib import hashes, jobs, objects
 from ckanext.harvest.logic import HarvestJobExists
 from ckanext.harvest.logic.dictization import (
     harvest_job_dictize,
@@ -59,19 +59,35 @@ def harvest_job_create(context: Context, data_dict: DataDict) -> dict[str, Any]:
 
     :param source_id: the source id
     :param run: send the job to the gather queue (default True)
+    :param force: import every record, even those whose content hash says they
+        are unchanged (boolean, default False)
     :returns: the job dict (with ``stats``)
     :raises HarvestSourceInactiveError: the source is inactive
     :raises HarvestJobExists: the source already has a New or Running job
+    :raises ValidationError: ``force`` is not a boolean
     """
     toolkit.check_access("harvest_job_create", Context(context), data_dict)
+    force = _force_flag(data_dict)
     source_id = data_dict.get("source_id")
     job = jobs.create_job(source_id)
+    if force:
+        hashes.mark_forced(job.id)  # before the gather can start
     if toolkit.asbool(data_dict.get("run", True)):
         toolkit.get_action("harvest_send_job_to_gather_queue")(
             Context(context), {"id": job.id}
         )
     job = jobs.get_job_or_404(job.id)
     return harvest_job_dictize(job, Context(context, return_error_summary=False))
+
+
+def _force_flag(data_dict: DataDict) -> bool:
+    """``force`` of ``harvest_job_create`` as a boolean (default False)."""
+    value = data_dict.get("force", False)
+    try:
+        return toolkit.asbool(value)
+    except ValueError:
+        raise toolkit.ValidationError(
+            {"force": ["force must be true or false, not %r" % (value,)]}) from None
 
 
 def harvest_job_create_all(context: Context, data_dict: DataDict) -> list[dict[str, Any]]:
