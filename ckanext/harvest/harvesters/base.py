@@ -32,7 +32,7 @@ from ckanext.harvest import options
 from ckanext.harvest.harvesters import _package
 from ckanext.harvest.harvesters._package import NameOrNone, PackageDictForm
 from ckanext.harvest.interfaces import IHarvester
-from ckanext.harvest.lib import indexing
+from ckanext.harvest.lib import indexing, removals
 from ckanext.harvest.model import (
     ErrorStage,
     HarvestGatherError,
@@ -224,6 +224,32 @@ class HarvesterBase(p.SingletonPlugin):
             self._save_gather_error("%r" % e, harvest_job)
             return None
 
+    def record_seen_identifiers(
+        self, harvest_job: HarvestJob, identifiers: Any
+    ) -> list[str]:
+        """Report every identifier the source lists now, at the end of a gather.
+
+        Call it only after a gather that saw the *whole* listing of the source
+        (never after an error, a partial or filtered-by-date listing): the
+        datasets of the source whose object guid is not among ``identifiers``
+        count as missing at the source. When the source's ``delete_missing``
+        mode is not ``keep``, those missing for ``after_days`` are withdrawn by
+        objects the framework adds to the job and processes itself
+        (:mod:`ckanext.harvest.lib.removals`); the import stage never sees them.
+
+        :param harvest_job: the job being gathered
+        :param identifiers: the guids seen (any iterable of strings)
+        :returns: ids of the withdrawal objects added to the job (the framework
+            queues them; the gather stage need not return them)
+        """
+        return removals.record_seen(harvest_job, {str(i) for i in identifiers})
+
+    def delete_missing_enabled(self, harvest_job: HarvestJob) -> bool:
+        """Whether the job's source withdraws datasets missing at the source:
+        ask before listing what the gather would not list otherwise."""
+        source = harvest_job.source
+        return source is not None and removals.enabled_for(source)
+
     @classmethod
     def last_error_free_job(cls, harvest_job: HarvestJob) -> Optional[HarvestJob]:
         """Return the latest clean job of ``harvest_job``'s source, if any.
@@ -306,6 +332,8 @@ class HarvesterBase(p.SingletonPlugin):
         context = self._package_write_context()
         if self.config and self.config.get("clean_tags") and "tags" in package_dict:
             package_dict["tags"] = self._clean_tags(package_dict["tags"])
+        if removals.was_withdrawn(package_dict.get("id")):
+            return self._restore_package(context, package_dict, harvest_object, form)
         try:
             if self._default_lookup():
                 # Without building the dataset dict (package_show) when it is not
@@ -333,6 +361,24 @@ class HarvesterBase(p.SingletonPlugin):
             _package.record_remote_modified(harvest_object, package_dict)
             self._update_package(context, package_dict, existing, harvest_object, form)
         model.Session.commit()  # nothing left to write unless an override deferred it
+        return True
+
+    def _restore_package(
+        self, context: Context, package_dict: dict[str, Any],
+        harvest_object: HarvestObject, form: str,
+    ) -> PackageResult:
+        """Write a dataset withdrawn because it was missing at the source and now
+        listed again: active again, public or private as the remote says, same id
+        and name, whatever its remote modification date."""
+        existing = self._find_existing_package(package_dict)
+        package_dict["name"] = existing["name"]
+        package_dict["state"] = model.State.ACTIVE
+        package_dict.setdefault("private", False)  # withdrawn by making it private
+        log.info("Package with GUID %s is back at the source: restored",
+                 harvest_object.guid)
+        _package.record_remote_modified(harvest_object, package_dict)
+        self._update_package(context, package_dict, existing, harvest_object, form)
+        model.Session.commit()
         return True
 
     def _default_lookup(self) -> bool:
