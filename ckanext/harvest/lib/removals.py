@@ -43,6 +43,7 @@ import sqlalchemy as sa
 from ckan import model
 from ckan.plugins import toolkit
 from ckan.types import Context
+from sqlalchemy import orm
 
 from ckanext.harvest import options
 from ckanext.harvest.model import (
@@ -495,8 +496,9 @@ def site_user_name() -> str:
 
 def withdrawn_guids(source_id: Optional[str]) -> set[str]:
     """Guids of the source's datasets withdrawn and not imported since."""
-    current = sa.exists().where(HarvestObject.package_id == model.Package.id,
-                                HarvestObject.current.is_(True))
+    other = orm.aliased(HarvestObject)
+    current = sa.exists().where(other.package_id == model.Package.id,
+                                other.current.is_(True))
     rows = (model.Session.query(HarvestObject.guid)
             .join(HarvestObjectExtra,
                   HarvestObjectExtra.harvest_object_id == HarvestObject.id)
