@@ -26,6 +26,9 @@ DECLARED_KEYS = [
     "ckan.harvest.log_timeframe",
     # Beyond the original
     "ckan.harvest.ssrf_allowed_hosts",
+    "ckan.harvest.delete_missing.mode",
+    "ckan.harvest.delete_missing.after_days",
+    "ckan.harvest.delete_missing.max_fraction",
     "ckan.harvest.max_objects_per_job",
     "ckan.harvest.http_connect_timeout",
     "ckan.harvest.http_read_timeout",

@@ -217,8 +217,16 @@ def job_show_view(
     return _render(
         "source/job/read.html", harvest_source=source_dict, job=job,
         job_report=report, is_last_job=is_last, page=pager,
-        documents_with_errors=counts["objects"],
+        documents_with_errors=counts["objects"], held_removals=_held_removals(id),
     )
+
+
+def _held_removals(job_id: str) -> int:
+    """Withdrawals the job's circuit breaker holds (0 for those who may not see)."""
+    try:
+        return _view_action("harvest_job_removals_show", {"id": job_id})["held"]
+    except (toolkit.NotAuthorized, toolkit.ObjectNotFound):
+        return 0
 
 
 def job_show_last_view(source: str) -> str:
@@ -317,6 +325,19 @@ def job_abort_view(source: str, id: str) -> ViewResult:
         _view_action("harvest_job_abort", {"id": id})
     toolkit.h.flash_success(toolkit._("Harvest job stopped"))
     return toolkit.redirect_to("harvester.admin", id=source)
+
+
+def job_approve_removals_view(source: str, id: str) -> ViewResult:
+    """``harvester.job_approve_removals`` (POST): withdraw the datasets whose
+    removal the job's circuit breaker held back."""
+    with _job_not_found():
+        result = _view_action("harvest_job_approve_removals", {"id": id})
+    if result["approved"]:
+        toolkit.h.flash_success(toolkit._(
+            "{0} removal(s) approved: they are being performed").format(result["approved"]))
+    else:
+        toolkit.h.flash_notice(toolkit._("No held removal to approve"))
+    return toolkit.redirect_to("harvester.job_show", source=source, id=id)
 
 
 def _confirm_job(job_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -463,6 +484,13 @@ class JobAbortView(MethodView):
         return job_abort_view(source, id)
 
 
+class JobApproveRemovalsView(MethodView):
+    """``/harvest/<source>/job/<id>/approve-removals`` (POST only)."""
+
+    def post(self, source: str, id: str) -> ViewResult:
+        return job_approve_removals_view(source, id)
+
+
 def admin(id: str) -> ViewResult:
     return admin_view(id)
 
@@ -497,6 +525,10 @@ harvester.add_url_rule("/harvest/<source>/job/last", view_func=job_show_last)
 harvester.add_url_rule("/harvest/<source>/job/<id>", view_func=job_show)
 harvester.add_url_rule(
     "/harvest/<source>/job/<id>/abort", view_func=JobAbortView.as_view("job_abort")
+)
+harvester.add_url_rule(
+    "/harvest/<source>/job/<id>/approve-removals",
+    view_func=JobApproveRemovalsView.as_view("job_approve_removals"),
 )
 harvester.add_url_rule(
     "/harvest/object/<id>", view_func=object_show, defaults={"ref_type": "object"}
