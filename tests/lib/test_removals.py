@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from ckan import model
 from ckan.plugins import toolkit
 from ckan.tests import factories
+from sqlalchemy import orm
 
 from ckanext.harvest.harvesters.base import HarvesterBase
 from ckanext.harvest.lib import removals, stages
@@ -377,3 +378,36 @@ def test_a_source_takes_the_site_default_key_by_key(monkeypatch):
 
     assert settings == removals.Settings("private", 1.0, 0.1)
     assert removals.settings_of(_source(None)) == removals.Settings("private", 3.0, 0.1)
+
+
+class _Killed(BaseException):
+    """The process dies here (not an Exception: nothing catches it)."""
+
+
+def test_a_withdrawal_killed_before_its_commit_leaves_nothing_half_done(
+        harvester, clock, org_id, monkeypatch):
+    source = _harvested(harvester, "delete", org=org_id, after_days=0)
+    del harvester.remote["remote-0"]
+    job = HarvestJob(source=source, status=JobStatus.RUNNING.value)
+    job.save()
+    ids = stages.gather_stage(harvester, job)
+    (withdrawal_id,) = [i for i in ids if HarvestObject.get(i).guid == "remote-0"]
+
+    def die(*args: Any, **kwargs: Any) -> None:
+        raise _Killed()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(orm.Session, "commit", die)
+        with pytest.raises(_Killed):
+            stages.fetch_and_import_stages(harvester, HarvestObject.get(withdrawal_id))
+    model.Session.remove()  # what was not committed is lost with the process
+    assert _package("remote-0")[0] == "active"
+    assert _rows("SELECT count(*) FROM harvest_object WHERE package_id = 'remote-0' "
+                 "AND current")[0][0] == 1
+
+    stages.fetch_and_import_stages(harvester, HarvestObject.get(withdrawal_id))
+
+    assert _package("remote-0")[0] == "deleted"
+    assert _statuses(job)["remote-0"] == "deleted"
+    assert _rows("SELECT count(*) FROM harvest_object WHERE package_id = 'remote-0' "
+                 "AND current")[0][0] == 0
