@@ -120,6 +120,18 @@ def test_unknown_queue_backend_stops_start_up_with_a_clear_message(
     assert "ckan.harvest.mq.type" in str(error.value)
 
 
+def test_unknown_site_default_delete_missing_mode_stops_start_up(
+    make_app, ckan_config, monkeypatch
+):
+    monkeypatch.setitem(ckan_config, "ckan.plugins", "harvest")
+    monkeypatch.setitem(ckan_config, "ckan.harvest.delete_missing.mode", "purge")
+
+    with pytest.raises(CkanConfigurationException) as error:
+        make_app()
+
+    assert "ckan.harvest.delete_missing.mode" in str(error.value)
+
+
 @pytest.mark.parametrize("raw,expected", [
     (None, "redis"), ("", "redis"), ("redis", "redis"), (" Redis ", "redis"),
     ("amqp", "amqp"), ("ampq", "amqp"), ("AMQP", "amqp"),

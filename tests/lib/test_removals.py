@@ -275,6 +275,23 @@ def test_the_circuit_breaker_holds_a_mass_removal_until_approved(harvester, cloc
     assert removals.approve(job) == []
 
 
+def test_an_approval_after_the_mode_was_set_to_keep_withdraws_nothing(
+        harvester, clock, org_id):
+    source = _harvested(harvester, "delete", count=4, org=org_id, after_days=0,
+                        max_fraction=0.2)
+    del harvester.remote["remote-0"], harvester.remote["remote-1"]
+    job = _run(harvester, source)
+    assert removals.held_count(job.id) == 2
+    source.config = json.dumps({"delete_missing": {"mode": "keep"}})
+    source.save()
+
+    approved = removals.approve(job)
+
+    assert approved == []
+    assert removals.held_count(job.id) == 0
+    assert [_package("remote-%d" % i)[0] for i in range(2)] == ["active"] * 2
+
+
 def test_the_circuit_breaker_holds_everything_when_the_source_lists_nothing(
         harvester, clock, org_id):
     source = _harvested(harvester, "delete", count=3, org=org_id, after_days=0)

@@ -188,7 +188,8 @@ def enabled_for(source: HarvestSource) -> bool:
     """
     try:
         return settings_of(source).enabled
-    except ValueError:
+    except ValueError as e:
+        log.warning("Source %s: delete_missing ignored: %s", source.id, e)
         return False
 
 
@@ -358,7 +359,9 @@ def held_count(job_id: str) -> int:
 def approve(job: HarvestJob) -> list[str]:
     """Turn the held withdrawals of ``job`` into withdrawal objects of it; commit.
 
-    A second approval finds nothing held and creates nothing.
+    A second approval finds nothing held and creates nothing. The source's
+    mode at approval time applies: with ``keep`` (the operator changed it since)
+    the holds are dropped and nothing is withdrawn.
 
     :returns: ids of the objects created (to be queued on the fetch queue)
     """
@@ -366,14 +369,13 @@ def approve(job: HarvestJob) -> list[str]:
     if source is None:
         return []
     mode = settings_of(source).mode
-    if mode == MODE_KEEP:
-        mode = MODE_DELETE  # an operator approves what was held: do it
     held = [d for d in _source_datasets(source.id)
             if (mark := d.marks.get(HELD_KEY)) is not None and mark.value == job.id]
     created = []
     for dataset in held:
         model.Session.delete(dataset.marks.pop(HELD_KEY))
-        created.append(_new_withdrawal(job, dataset, mode))
+        if mode != MODE_KEEP:
+            created.append(_new_withdrawal(job, dataset, mode))
     model.Session.commit()
     log.info("Job %s: %d held withdrawal(s) approved", job.id, len(created))
     return created
