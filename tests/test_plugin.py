@@ -108,28 +108,20 @@ def test_known_queue_backends_are_accepted_at_start_up(make_app, ckan_config, mo
     assert mq.backend_name(toolkit.config) == ("redis" if value == "redis" else "amqp")
 
 
-def test_unknown_queue_backend_stops_start_up_with_a_clear_message(
-    make_app, ckan_config, monkeypatch
+@pytest.mark.parametrize("key, value", [
+    ("ckan.harvest.mq.type", "kafka"),
+    ("ckan.harvest.delete_missing.mode", "purge"),
+])
+def test_an_unknown_backend_or_delete_missing_mode_stops_start_up_clearly(
+    make_app, ckan_config, monkeypatch, key, value
 ):
     monkeypatch.setitem(ckan_config, "ckan.plugins", "harvest")
-    monkeypatch.setitem(ckan_config, "ckan.harvest.mq.type", "kafka")
+    monkeypatch.setitem(ckan_config, key, value)
 
     with pytest.raises(CkanConfigurationException) as error:
         make_app()
 
-    assert "ckan.harvest.mq.type" in str(error.value)
-
-
-def test_unknown_site_default_delete_missing_mode_stops_start_up(
-    make_app, ckan_config, monkeypatch
-):
-    monkeypatch.setitem(ckan_config, "ckan.plugins", "harvest")
-    monkeypatch.setitem(ckan_config, "ckan.harvest.delete_missing.mode", "purge")
-
-    with pytest.raises(CkanConfigurationException) as error:
-        make_app()
-
-    assert "ckan.harvest.delete_missing.mode" in str(error.value)
+    assert key in str(error.value)
 
 
 @pytest.mark.parametrize("raw,expected", [
