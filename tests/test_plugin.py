@@ -26,6 +26,9 @@ DECLARED_KEYS = [
     "ckan.harvest.log_timeframe",
     # Beyond the original
     "ckan.harvest.ssrf_allowed_hosts",
+    "ckan.harvest.delete_missing.mode",
+    "ckan.harvest.delete_missing.after_days",
+    "ckan.harvest.delete_missing.max_fraction",
     "ckan.harvest.max_objects_per_job",
     "ckan.harvest.http_connect_timeout",
     "ckan.harvest.http_read_timeout",
@@ -105,16 +108,20 @@ def test_known_queue_backends_are_accepted_at_start_up(make_app, ckan_config, mo
     assert mq.backend_name(toolkit.config) == ("redis" if value == "redis" else "amqp")
 
 
-def test_unknown_queue_backend_stops_start_up_with_a_clear_message(
-    make_app, ckan_config, monkeypatch
+@pytest.mark.parametrize("key, value", [
+    ("ckan.harvest.mq.type", "kafka"),
+    ("ckan.harvest.delete_missing.mode", "purge"),
+])
+def test_an_unknown_backend_or_delete_missing_mode_stops_start_up_clearly(
+    make_app, ckan_config, monkeypatch, key, value
 ):
     monkeypatch.setitem(ckan_config, "ckan.plugins", "harvest")
-    monkeypatch.setitem(ckan_config, "ckan.harvest.mq.type", "kafka")
+    monkeypatch.setitem(ckan_config, key, value)
 
     with pytest.raises(CkanConfigurationException) as error:
         make_app()
 
-    assert "ckan.harvest.mq.type" in str(error.value)
+    assert key in str(error.value)
 
 
 @pytest.mark.parametrize("raw,expected", [

@@ -35,6 +35,11 @@ NAME_APPEND = "ckanext.harvest.default_dataset_name_append"
 USER_NAME = "ckanext.harvest.user_name"
 MAX_OBJECTS_PER_JOB = "ckan.harvest.max_objects_per_job"
 
+# -- removal of datasets missing at the source (site default of delete_missing) ------
+DELETE_MISSING_MODE = "ckan.harvest.delete_missing.mode"
+DELETE_MISSING_AFTER_DAYS = "ckan.harvest.delete_missing.after_days"
+DELETE_MISSING_MAX_FRACTION = "ckan.harvest.delete_missing.max_fraction"
+
 # -- lists and pages -----------------------------------------------------------------
 JOB_LIST_LIMIT = "ckan.harvest.job_list_limit"
 OBJECT_LIST_LIMIT = "ckan.harvest.object_list_limit"

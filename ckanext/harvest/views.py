@@ -243,9 +243,17 @@ def job_show_view(
     return _render(
         "source/job/read.html", harvest_source=source_dict, job=job,
         job_report=report, is_last_job=is_last, page=pager,
-        documents_with_errors=counts["objects"],
+        documents_with_errors=counts["objects"], held_removals=_held_removals(id),
         **_error_groups(job["id"], per_page, endpoint, url_args),
     )
+
+
+def _held_removals(job_id: str) -> int:
+    """Withdrawals the job's circuit breaker holds (0 for those who may not see)."""
+    try:
+        return _view_action("harvest_job_removals_show", {"id": job_id})["held"]
+    except (toolkit.NotAuthorized, toolkit.ObjectNotFound):
+        return 0
 
 
 def _error_groups(job_id: str, per_page: int, endpoint: str,
@@ -431,6 +439,19 @@ def job_abort_view(source: str, id: str) -> ViewResult:
         _view_action("harvest_job_abort", {"id": id})
     toolkit.h.flash_success(toolkit._("Harvest job stopped"))
     return toolkit.redirect_to("harvester.admin", id=source)
+
+
+def job_approve_removals_view(source: str, id: str) -> ViewResult:
+    """``harvester.job_approve_removals`` (POST): withdraw the datasets whose
+    removal the job's circuit breaker held back."""
+    with _job_not_found():
+        result = _view_action("harvest_job_approve_removals", {"id": id})
+    if result["approved"]:
+        toolkit.h.flash_success(toolkit._(
+            "{0} removal(s) approved: they are being performed").format(result["approved"]))
+    else:
+        toolkit.h.flash_notice(toolkit._("No held removal to approve"))
+    return toolkit.redirect_to("harvester.job_show", source=source, id=id)
 
 
 def _confirm_job(job_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -628,6 +649,13 @@ class JobAbortView(MethodView):
         return job_abort_view(source, id)
 
 
+class JobApproveRemovalsView(MethodView):
+    """``/harvest/<source>/job/<id>/approve-removals`` (POST only)."""
+
+    def post(self, source: str, id: str) -> ViewResult:
+        return job_approve_removals_view(source, id)
+
+
 def admin(id: str) -> ViewResult:
     return admin_view(id)
 
@@ -678,6 +706,10 @@ harvester.add_url_rule(
 harvester.add_url_rule("/harvest/<source>/job/<id>/errors.<fmt>", view_func=job_errors)
 harvester.add_url_rule("/harvest/preview/<id>", view_func=preview)
 harvester.add_url_rule("/harvest/preview/new", view_func=preview_new, methods=["POST"])
+harvester.add_url_rule(
+    "/harvest/<source>/job/<id>/approve-removals",
+    view_func=JobApproveRemovalsView.as_view("job_approve_removals"),
+)
 harvester.add_url_rule(
     "/harvest/object/<id>", view_func=object_show, defaults={"ref_type": "object"}
 )

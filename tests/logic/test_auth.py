@@ -120,6 +120,11 @@ AUTH_MATRIX: list[tuple[str, str, DataBuilder, tuple[bool, ...]]] = [
     # Q8: follows harvest_source_update (the action passes the job id and its source id)
     ("harvest_job_abort", "harvest_job_abort",
      lambda w: {"id": w.job_id, "source_id": w.source_id},          (N, N, N, Y, Y, N, Y)),
+    # delete_missing: like the job and its source
+    ("harvest_job_approve_removals", "harvest_job_approve_removals",
+     lambda w: {"id": w.job_id},                                    (N, N, N, Y, Y, N, Y)),
+    ("harvest_job_removals_show", "harvest_job_removals_show",
+     lambda w: {"id": w.job_id},                                    (N, N, N, Y, Y, N, Y)),
     # Q5: sysadmin only
     ("harvest_abort_failed_jobs", "harvest_abort_failed_jobs",
      lambda w: {"life_span": 7},                                    (N, N, N, N, N, N, Y)),
@@ -161,6 +166,8 @@ EXPECTED_AUTH_NAMES = {
     # the project's additions
     "harvest_job_error_report", "harvest_source_preview",
     "harvest_source_detach",
+    # delete_missing (issue 15)
+    "harvest_job_approve_removals", "harvest_job_removals_show",
 }
 
 EXPECTED_ACTION_NAMES = {
@@ -177,6 +184,7 @@ EXPECTED_ACTION_NAMES = {
     # the project's additions
     "harvest_job_error_report", "harvest_source_preview",
     "harvest_source_detach",
+    "harvest_job_approve_removals", "harvest_job_removals_show",
 }
 
 ANONYMOUS_ALLOWED = {
@@ -421,6 +429,8 @@ ANONYMOUS_REFUSED_ACTIONS: list[tuple[str, DataBuilder]] = [
     ("harvest_object_list", lambda w: {"source_id": w.source_id}),
     ("harvest_log_list", _nothing),
     ("harvest_get_notifications_recipients", lambda w: {"source_id": w.source_id}),
+    ("harvest_job_approve_removals", lambda w: {"id": w.job_id}),
+    ("harvest_job_removals_show", lambda w: {"id": w.job_id}),
 ]
 
 ANONYMOUS_ALLOWED_ACTIONS: list[tuple[str, DataBuilder]] = [

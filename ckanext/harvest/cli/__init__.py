@@ -8,6 +8,7 @@ like CKAN core's ``ckan/cli/``:
   ``abort-failed-jobs``, ``job-all`` and the scheduler, ``run``;
 * :mod:`~ckanext.harvest.cli.run_test`: ``run-test``;
 * :mod:`~ckanext.harvest.cli.reports`: ``preview`` and ``job errors``;
+* :mod:`~ckanext.harvest.cli.removals`: ``job approve-removals``;
 * :mod:`~ckanext.harvest.cli.queues`: ``purge-queues`` and the consumers;
 * :mod:`~ckanext.harvest.cli.maintenance`: ``import``, ``reindex``,
   ``clean-harvest-log``, ``harvesters_info``.
@@ -21,7 +22,15 @@ from __future__ import annotations
 
 import click
 
-from ckanext.harvest.cli import jobs, maintenance, queues, reports, run_test, sources
+from ckanext.harvest.cli import (
+    jobs,
+    maintenance,
+    queues,
+    removals,
+    reports,
+    run_test,
+    sources,
+)
 
 
 def get_commands() -> list[click.Command]:
@@ -59,6 +68,10 @@ for _subcommand in (
     maintenance.harvesters_info_command,
 ):
     harvester.add_command(_subcommand)
+
+# ``job SOURCE`` starts a job; ``job <command> JOB`` works on an existing job.
+for _job_subcommand in (reports.errors_command, removals.approve_removals_command):
+    jobs.job_command.add_command(_job_subcommand)
 
 
 # -- older spellings -----------------------------------------------------------------

@@ -32,7 +32,7 @@ from ckanext.harvest import options
 from ckanext.harvest.harvesters import _package
 from ckanext.harvest.harvesters._package import NameOrNone, PackageDictForm
 from ckanext.harvest.interfaces import IHarvester
-from ckanext.harvest.lib import detaching, hashes, indexing
+from ckanext.harvest.lib import detaching, hashes, indexing, removals
 from ckanext.harvest.model import (
     ErrorStage,
     HarvestGatherError,
@@ -244,6 +244,32 @@ class HarvesterBase(p.SingletonPlugin):
         """
         return hashes.create_objects(harvest_job, records, self)
 
+    def record_seen_identifiers(
+        self, harvest_job: HarvestJob, identifiers: Any
+    ) -> list[str]:
+        """Report every identifier the source lists now, at the end of a gather.
+
+        Call it only after a gather that saw the *whole* listing of the source
+        (never after an error, a partial or filtered-by-date listing): the
+        datasets of the source whose object guid is not among ``identifiers``
+        count as missing at the source. When the source's ``delete_missing``
+        mode is not ``keep``, those missing for ``after_days`` are withdrawn by
+        objects the framework adds to the job and processes itself
+        (:mod:`ckanext.harvest.lib.removals`); the import stage never sees them.
+
+        :param harvest_job: the job being gathered
+        :param identifiers: the guids seen (any iterable of strings)
+        :returns: ids of the withdrawal objects added to the job (the framework
+            queues them; the gather stage need not return them)
+        """
+        return removals.record_seen(harvest_job, {str(i) for i in identifiers})
+
+    def delete_missing_enabled(self, harvest_job: HarvestJob) -> bool:
+        """Whether the job's source withdraws datasets missing at the source:
+        ask before listing what the gather would not list otherwise."""
+        source = harvest_job.source
+        return source is not None and removals.enabled_for(source)
+
     @classmethod
     def last_error_free_job(cls, harvest_job: HarvestJob) -> Optional[HarvestJob]:
         """Return the latest clean job of ``harvest_job``'s source, if any.
@@ -326,6 +352,8 @@ class HarvesterBase(p.SingletonPlugin):
         context = self._package_write_context()
         if self.config and self.config.get("clean_tags") and "tags" in package_dict:
             package_dict["tags"] = self._clean_tags(package_dict["tags"])
+        if removals.was_withdrawn(package_dict.get("id")):
+            return self._restore_package(context, package_dict, harvest_object, form)
         content_hash = self._content_hash(harvest_object)
         verdict: Optional[bool] = None
         try:
@@ -339,19 +367,30 @@ class HarvesterBase(p.SingletonPlugin):
             _package.record_remote_modified(harvest_object, package_dict)
             self._create_package(context, package_dict, harvest_object, form)
         else:
-            if _skips_detached(existing["id"], harvest_object):
+            if not self._write_existing(context, package_dict, existing, harvest_object,
+                                        form, verdict, content_hash):
                 return UNCHANGED
-            package_dict["name"] = existing["name"]
-            if verdict is None:
-                verdict = self._existing_unchanged(package_dict, existing,
-                                                   harvest_object, content_hash)
-            if verdict:
-                return self._skipped(harvest_object)
-            _package.record_remote_modified(harvest_object, package_dict)
-            self._update_package(context, package_dict, existing, harvest_object, form)
         if content_hash is not None:
             hashes.record_import(harvest_object, content_hash, package_dict["id"])
         model.Session.commit()  # the hash, and what an override deferred
+        return True
+
+    def _write_existing(self, context: Context, package_dict: dict[str, Any],
+                        existing: dict[str, Any], harvest_object: HarvestObject,
+                        form: str, verdict: Optional[bool],
+                        content_hash: Optional[str]) -> bool:
+        """Update ``existing`` unless it is detached or unchanged (then False)."""
+        if _skips_detached(existing["id"], harvest_object):
+            return False
+        package_dict["name"] = existing["name"]
+        if verdict is None:
+            verdict = self._existing_unchanged(package_dict, existing,
+                                               harvest_object, content_hash)
+        if verdict:
+            self._skipped(harvest_object)
+            return False
+        _package.record_remote_modified(harvest_object, package_dict)
+        self._update_package(context, package_dict, existing, harvest_object, form)
         return True
 
     def _fast_verdict(self, package_dict: dict[str, Any], harvest_object: HarvestObject,
@@ -416,6 +455,24 @@ class HarvesterBase(p.SingletonPlugin):
             return False
         if content_hash is not None:
             hashes.adopt(existing["id"], content_hash)
+        return True
+
+    def _restore_package(
+        self, context: Context, package_dict: dict[str, Any],
+        harvest_object: HarvestObject, form: str,
+    ) -> PackageResult:
+        """Write a dataset withdrawn because it was missing at the source and now
+        listed again: active again, public or private as the remote says, same id
+        and name, whatever its remote modification date."""
+        existing = self._find_existing_package(package_dict)
+        package_dict["name"] = existing["name"]
+        package_dict["state"] = model.State.ACTIVE
+        package_dict.setdefault("private", False)  # withdrawn by making it private
+        log.info("Package with GUID %s is back at the source: restored",
+                 harvest_object.guid)
+        _package.record_remote_modified(harvest_object, package_dict)
+        self._update_package(context, package_dict, existing, harvest_object, form)
+        model.Session.commit()
         return True
 
     def _default_lookup(self) -> bool:

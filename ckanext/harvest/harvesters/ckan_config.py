@@ -14,6 +14,8 @@ from ckan import model
 from ckan.plugins import toolkit
 from ckan.types import Context
 
+from ckanext.harvest.lib import removals
+
 __all__ = ["show_default_group", "validate_config"]
 
 _BOOLEAN_OPTIONS = ("read_only", "force_all")
@@ -37,6 +39,7 @@ def validate_config(config: Optional[str]) -> Optional[str]:
     if _check_default_groups(config_obj):
         config = json.dumps(config_obj)
     _check_other_options(config_obj)
+    removals.check_source_config(config_obj)
     return config
 
 

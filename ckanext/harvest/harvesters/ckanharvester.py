@@ -60,6 +60,7 @@ from ckanext.harvest.harvesters.ckan_http import (
     SearchError,
 )
 from ckanext.harvest.harvesters.ckan_import import ImportStepsMixin, source_of
+from ckanext.harvest.lib import removals
 from ckanext.harvest.lib.stages import delete_job_objects
 from ckanext.harvest.model import HarvestJob, HarvestObject
 
@@ -176,7 +177,11 @@ class CKANHarvester(ImportStepsMixin, HarvesterBase):
         if not self._harvest_user_is_valid(harvest_job):
             return None
         with self._http_session():
-            return self._gather_objects(harvest_job, base_url, self._filter_terms())
+            ids = self._gather_objects(harvest_job, base_url, self._filter_terms())
+            if ids is not None and self.delete_missing_enabled(harvest_job):
+                ids = ids + self._gather_removals(harvest_job, base_url,
+                                                  self._filter_terms())
+        return ids
 
     def fetch_stage(self, harvest_object: HarvestObject) -> bool:
         """Nothing to do: the content was stored at gather."""
@@ -449,6 +454,84 @@ class CKANHarvester(ImportStepsMixin, HarvesterBase):
         except ValueError as e:
             raise SearchError(str(e)) from None
         return ckan_http.search_page(result, url)
+
+    # --- datasets missing at the source (delete_missing) ---------------------------
+
+    def _gather_removals(
+        self, harvest_job: HarvestJob, base_url: str, fq_terms: list[str]
+    ) -> list[str]:
+        """List the ids of every remote dataset (``fl=id``, cheap) and report them
+        (:meth:`record_seen_identifiers`); withdrawn datasets listed again are
+        gathered (``package_show``) to be restored.
+
+        A listing that fails or comes short of the remote's ``count`` reports
+        nothing: no dataset counts as missing after an incomplete listing.
+
+        :returns: ids of the objects of the datasets to restore
+        """
+        try:
+            seen = self._list_remote_ids(base_url, fq_terms)
+            restored = self._gather_reappeared(harvest_job, base_url, seen)
+        except SearchError as e:
+            self._save_gather_error(
+                "Could not list the remote datasets, no removal was checked: %s" % e,
+                harvest_job)
+            return []
+        self.record_seen_identifiers(harvest_job, seen)
+        return restored
+
+    def _list_remote_ids(self, base_url: str, fq_terms: list[str]) -> set[str]:
+        """The ids of the remote search, every page, nothing but ids.
+
+        :raises SearchError: a bad page, or fewer ids than the remote counts
+        """
+        params = {"rows": str(SEARCH_ROWS), "start": "0", "sort": "id asc", "fl": "id"}
+        if fq_terms:
+            params["fq"] = " ".join(fq_terms)
+        search_url = base_url + self._get_search_api_offset() + "?"
+        seen: set[str] = set()
+        count: Optional[int] = None
+        while True:
+            page, count = self._get_search_page(base_url, search_url + urlencode(params))
+            new = {dataset["id"] for dataset in page} - seen
+            if not new:
+                break
+            seen |= new
+            params["start"] = str(_next_start(int(params["start"]), len(page), count))
+        if count is not None and len(seen) < count:
+            raise SearchError("the remote counts %d datasets, %d were listed"
+                              % (count, len(seen)))
+        return seen
+
+    def _gather_reappeared(
+        self, harvest_job: HarvestJob, base_url: str, seen: set[str]
+    ) -> list[str]:
+        """Objects of the withdrawn datasets listed again by the remote (but not
+        gathered already by this job), their content from ``package_show``.
+
+        :raises SearchError: a remote dataset could not be read
+        """
+        _, gathered = _job_objects(harvest_job.id)
+        wanted = sorted((removals.withdrawn_guids(harvest_job.source_id) & seen)
+                        - gathered)
+        objects = []
+        for guid in wanted:
+            url = "%s%s/package_show?%s" % (base_url, self._get_action_api_offset(),
+                                            urlencode({"id": guid}))
+            try:
+                answer = ckan_http.parse_json(self._get_content(url),
+                                              "Response from remote CKAN")
+                dataset = ckan_http.action_result(answer, "The remote dataset %s" % guid)
+            except (ContentFetchError, ValueError) as e:
+                raise SearchError("Could not read remote dataset %s: %s" % (guid, e)) \
+                    from None
+            objects.append(HarvestObject(guid=guid, job=harvest_job,
+                                         content=json.dumps(dataset)))
+        model.Session.add_all(objects)
+        model.Session.flush()
+        ids = [obj.id for obj in objects]
+        model.Session.commit()
+        return ids
 
     # --- import ----------------------------------------------------------------
 

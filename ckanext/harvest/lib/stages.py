@@ -17,7 +17,7 @@ from typing import Any
 from ckan import model
 
 from ckanext.harvest.interfaces import IHarvester
-from ckanext.harvest.lib import harvesters
+from ckanext.harvest.lib import harvesters, removals
 from ckanext.harvest.model import HarvestJob, HarvestObject, ObjectState, ReportStatus, utcnow
 
 
@@ -51,9 +51,10 @@ def gather_stage(harvester: IHarvester, job: HarvestJob) -> Any:
     job.gather_started = utcnow()
     job.save()
     try:
-        return harvester.gather_stage(job)
+        return removals.gathered(job, harvester.gather_stage(job))
     except BaseException:
         model.Session.rollback()
+        removals.forget(job)
         delete_job_objects(job.id)
         raise
     finally:
@@ -116,6 +117,14 @@ def _import(harvester: IHarvester, obj: HarvestObject) -> bool:
     return True
 
 
+def _user_name(harvester: IHarvester) -> str:
+    """The user a withdrawal acts as: the harvester's, else the site user."""
+    get_name = getattr(harvester, "_get_user_name", None)
+    if callable(get_name):
+        return get_name()
+    return removals.site_user_name()
+
+
 def fetch_and_import_stages(harvester: IHarvester, obj: HarvestObject) -> None:
     """Run the fetch stage of ``obj``, then its import stage if fetch returned True.
 
@@ -125,6 +134,10 @@ def fetch_and_import_stages(harvester: IHarvester, obj: HarvestObject) -> None:
     state together with the report status. Exceptions raised by the harvester
     propagate.
     """
+    if removals.is_withdrawal(obj):
+        # The framework's own object: the harvester's stages never see it.
+        removals.withdraw(obj, _user_name(harvester))
+        return
     obj.fetch_started = utcnow()
     obj.state = ObjectState.FETCH.value
     obj.save()

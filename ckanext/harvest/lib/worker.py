@@ -44,6 +44,7 @@ from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError, Pend
 
 from ckanext.harvest import mq, options
 from ckanext.harvest.interfaces import IHarvester
+from ckanext.harvest.lib import removals
 from ckanext.harvest.lib.recovery import (
     discard_session,
     forget_fetch_attempt,
@@ -325,7 +326,8 @@ def _may_fetch(obj: HarvestObject) -> bool:
         log.error("Too many consecutive retries for object %s", obj.id)
         return False
     job = obj.job
-    if job is not None and job.status == JobStatus.FINISHED.value:
+    if job is not None and job.status == JobStatus.FINISHED.value \
+            and not removals.is_withdrawal(obj):  # approved after the job finished
         obj.state = ObjectState.ERROR.value
         obj.report_status = ReportStatus.ERRORED.value
         obj.save()

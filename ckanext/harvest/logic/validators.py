@@ -13,7 +13,7 @@ from ckan.plugins import toolkit
 from ckan.types import Context, FlattenDataDict, FlattenErrorDict, FlattenKey
 
 from ckanext.harvest.constants import DATASET_TYPE_NAME
-from ckanext.harvest.lib import harvesters, secret_config
+from ckanext.harvest.lib import harvesters, removals, secret_config
 from ckanext.harvest.model import (
     UPDATE_FREQUENCIES,
     Frequency,
@@ -217,6 +217,7 @@ def harvest_source_config_validator(
         raise Invalid("The configuration is too long (%d characters, at most %d)"
                       % (len(data[key]), MAX_CONFIG_LENGTH))
     data[key] = _restore_secrets(data[key], data, key, source_type)
+    _check_delete_missing(data[key])
     harvester = harvesters.find_harvester(source_type)
     if harvester is None or not hasattr(harvester, "validate_config"):
         return data[key]
@@ -241,6 +242,21 @@ def _restore_secrets(config: Any, data: FlattenDataDict, key: FlattenKey,
     return secret_config.restore_config(
         config, source.config if source else None, secret_config.secret_keys(source_type)
     )
+
+
+def _check_delete_missing(config: Any) -> None:
+    """The ``delete_missing`` option, whatever the harvester (the framework acts
+    on it); a configuration that is not a JSON object is the harvester's affair."""
+    try:
+        config_obj = json.loads(config) if config else None
+    except ValueError:
+        return
+    if not isinstance(config_obj, dict):
+        return
+    try:
+        removals.check_source_config(config_obj)
+    except ValueError as e:
+        raise Invalid("Error parsing the configuration options: %s" % e) from None
 
 
 def _check_run_as_user(config: Any, context: Context) -> None:

@@ -27,7 +27,7 @@ from ckan.lib import search
 from ckan.plugins import toolkit
 
 from ckanext.harvest.interfaces import IHarvester
-from ckanext.harvest.lib import detaching
+from ckanext.harvest.lib import detaching, removals
 from ckanext.harvest.model import (
     ErrorStage,
     HarvestGatherError,
@@ -80,6 +80,9 @@ class _ConfigDrivenHarvester:
             )
             obj.save()
             ids.append(obj.id)
+        if "delete_missing" in config:  # the listing is complete: report it
+            removals.record_seen(harvest_job,
+                                 {d["guid"] for d in config.get("datasets", [])})
         return ids
 
     def fetch_stage(self, harvest_object: HarvestObject) -> Union[bool, str]:

@@ -16,6 +16,7 @@ from ckanext.harvest.lib import (
     jobs,
     objects,
     preview,
+    removals,
     secret_config,
     sources,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "harvest_object_list",
     "harvesters_info_show",
     "harvest_log_list",
+    "harvest_job_removals_show",
     "harvest_get_notifications_recipients",
 ]
 
@@ -365,3 +367,18 @@ def _org_admins(context: Context, org_id: str) -> list[Recipient]:
         if (user.get("email") or "").strip():
             admins.append({"name": user["name"], "email": user["email"]})
     return admins
+
+
+@toolkit.side_effect_free
+def harvest_job_removals_show(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """How many withdrawals of datasets missing at the source a job holds back
+    (its circuit breaker tripped) until approved
+    (``harvest_job_approve_removals``).
+
+    :param id: the job id
+    :returns: ``{"job_id": ..., "held": <number>}``
+    :raises ObjectNotFound: no such job
+    """
+    toolkit.check_access("harvest_job_removals_show", Context(context), data_dict)
+    job = jobs.get_job_or_404(data_dict.get("id"))
+    return {"job_id": job.id, "held": removals.held_count(job.id)}

@@ -12,7 +12,7 @@ from ckan.plugins.toolkit import config
 from ckan.types import Context, DataDict
 
 from ckanext.harvest.constants import DATASET_TYPE_NAME
-from ckanext.harvest.lib import clearing, detaching, jobs, objects, sources
+from ckanext.harvest.lib import clearing, detaching, jobs, objects, removals, sources
 from ckanext.harvest.lib.mail import (  # noqa: F401 - public names of this module
     get_mail_extra_vars,
     prepare_error_mail,
@@ -47,6 +47,7 @@ __all__ = [
     "harvest_abort_failed_jobs",
     "harvest_jobs_run",
     "harvest_objects_import",
+    "harvest_job_approve_removals",
 ]
 
 _FREQUENCY_LIFE_SPAN = {
@@ -369,3 +370,32 @@ def harvest_objects_import(context: Context, data_dict: DataDict) -> int:
         objects.reimport(obj)
     model.Session.commit()
     return len(to_import)
+
+
+def harvest_job_approve_removals(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Withdraw the datasets whose removal a job's circuit breaker held back.
+
+    The held withdrawals become objects of the job, queued on the fetch queue
+    and performed by the fetch consumer (even though the job is finished).
+    Approving a second time finds nothing held and does nothing.
+
+    :param id: the job id
+    :returns: ``{"job_id": ..., "approved": <number of withdrawals queued>}``
+    :raises ObjectNotFound: no such job
+    :raises NotAuthorized: the user may not update the job's source
+    """
+    from ckanext.harvest import queue
+
+    job_id = toolkit.get_or_bust(data_dict, "id")
+    job = jobs.get_job_or_404(job_id)
+    toolkit.check_access("harvest_job_approve_removals", Context(context), {"id": job.id})
+    object_ids = removals.approve(job)
+    if object_ids:
+        publisher = queue.get_fetch_publisher()
+        try:
+            for object_id in object_ids:
+                publisher.send({MessageKey.OBJECT.value: object_id})
+        finally:
+            publisher.close()
+    log.info("Harvest job %s: %d held removal(s) approved", job.id, len(object_ids))
+    return {"job_id": job.id, "approved": len(object_ids)}

@@ -25,6 +25,7 @@ __all__ = [
     "harvesters_info_show",
     "harvest_get_notifications_recipients",
     "harvest_log_list",
+    "harvest_job_removals_show",
 ]
 
 
@@ -124,3 +125,8 @@ def harvest_get_notifications_recipients(
 def harvest_log_list(context: Context, data_dict: DataDict) -> AuthResult:
     """Sysadmins only (the original registered no auth function, quirk Q3)."""
     return sysadmins_only(toolkit._("Only sysadmins can read the harvest log"))
+
+
+def harvest_job_removals_show(context: Context, data_dict: DataDict) -> AuthResult:
+    """Like the job itself: those who may update its source."""
+    return harvest_job_show(context, data_dict)

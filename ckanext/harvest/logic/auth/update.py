@@ -24,6 +24,7 @@ __all__ = [
     "harvest_abort_failed_jobs",
     "harvest_sources_reindex",
     "harvest_source_reindex",
+    "harvest_job_approve_removals",
 ]
 
 
@@ -98,3 +99,9 @@ def harvest_sources_reindex(context: Context, data_dict: DataDict) -> AuthResult
 def harvest_source_reindex(context: Context, data_dict: DataDict) -> AuthResult:
     """As ``harvest_source_update``."""
     return harvest_source_update(context, data_dict)
+
+
+def harvest_job_approve_removals(context: Context, data_dict: DataDict) -> AuthResult:
+    """Whoever may update the job's source may approve its held removals."""
+    source_id = get_job_object(context, data_dict).source_id
+    return harvest_source_update(context, {"id": source_id})
