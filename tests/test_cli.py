@@ -1053,3 +1053,61 @@ def test_preview_of_an_unknown_source(run):
 
     assert result.exit_code != 0
     assert "Source <no-such-source> not found." in result.output
+
+
+# --- job errors --------------------------------------------------------------------
+
+
+def _job_with_errors() -> str:
+    from ckanext.harvest.model import HarvestGatherError, HarvestObject, HarvestObjectError
+
+    source = _source(source_type="test")
+    job = HarvestJob(source_id=source["id"], status="Finished")
+    job.save()
+    HarvestGatherError(job=job, message="Listing failed").save()
+    obj = HarvestObject(job=job, guid="broken")
+    obj.save()
+    HarvestObjectError(object=obj, message="Bad record", stage="Import").save()
+    return job.id
+
+
+def test_job_errors_writes_every_error_as_json(run):
+    job_id = _job_with_errors()
+
+    result = run("job", "errors", job_id, "--format", "json")
+
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [(r["stage"], r["guid"], r["message"]) for r in rows] == [
+        ("Gather", None, "Listing failed"), ("Import", "broken", "Bad record")]
+
+
+def test_job_errors_writes_a_csv_file(run, tmp_path):
+    job_id = _job_with_errors()
+    target = tmp_path / "errors.csv"
+
+    result = run("job", "errors", job_id, "--output", str(target))
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Wrote 2 error(s) of job {} to {}\n".format(job_id, target)
+    lines = target.read_text().splitlines()
+    assert lines[0] == "job_id,stage,object_id,guid,dataset_id,dataset_url,message,created"
+    assert len(lines) == 3 and not (tmp_path / "errors.csv.part").exists()
+
+
+@pytest.mark.parametrize(("args", "status", "message"), [
+    (["--format", "xml"], 2, "Invalid value for '--format'"),
+    (["--output", "/"], 2, "is a directory"),
+])
+def test_job_errors_refuses_bad_options_in_one_line(run, args, status, message):
+    result = run("job", "errors", _job_with_errors(), *args)
+
+    assert result.exit_code == status
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_job_errors_of_an_unknown_job(run):
+    result = run("job", "errors", "no-such-job")
+
+    assert result.exit_code == 1
+    assert "Not found" in result.output and "Traceback" not in result.output
