@@ -21,7 +21,11 @@ running every few seconds as cron would, while one kind of fault is injected:
 7. no fault at all, but consumers left idle on empty queues for more than a minute
    (three heartbeat timeouts of the private RabbitMQ, after which it cuts a silent
    client, and many times redis-py's 5 s socket timeout) before a job of one
-   remote organisation: the same processes must take it and finish it.
+   remote organisation: the same processes must take it and finish it;
+8. ``kill -9`` of the fetch consumer, again and again, while a job withdraws the
+   datasets that vanished from the source (``delete_missing``): two remote
+   organisations are harvested, then the source lists only one of them, and the
+   other's datasets must each be withdrawn exactly once, none left half done.
 
 Nobody helps the job along: it must end ``Finished`` by itself, with no object left
 ``WAITING``, ``FETCH`` or ``IMPORT``, every remote dataset exactly once locally and
@@ -30,11 +34,13 @@ nothing imported lost. Each scenario adds a row to the table printed at the end
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any, Callable, Optional
 
 import pytest
+import sqlalchemy as sa
 
 from tests.faults.brokers import Broker
 from tests.faults.proxy import FaultProxy, Mode
@@ -470,3 +476,85 @@ def test_idle_consumers_take_the_next_job(backend, remote, fault_proxy, make_fau
         f"gather+fetch idle {idled:.0f} s (same pids); job of {len(harvest.remote_ids)} "
         f"gathered {latency:.1f} s after queueing, finished in {seconds:.0f} s",
         harvest.outcome(), problems, time.monotonic() - queued)
+
+
+# --- 8. kill -9 while withdrawing vanished datasets ------------------------------------
+
+#: Scenario 8: harvested first; then only the first is listed, the second vanishes.
+WITHDRAW_KEPT, WITHDRAW_GONE = "mapping-agency", "national-statistics"
+WITHDRAW_KILLS = 5
+REMOVAL = {"delete_missing": {"mode": "delete", "after_days": 0, "max_fraction": 1.0}}
+
+
+def _withdrawn_once(site: FaultSite, job_id: str, gone: set[str]) -> list[str]:
+    """What is wrong with the withdrawals of ``job_id``: each dataset of ``gone``
+    deleted, by exactly one finished withdrawal object, and nothing else."""
+    problems = []
+    local = site.local_datasets()
+    not_deleted = sorted(d for d in gone if local.get(d) != "deleted")
+    if not_deleted:
+        problems.append(f"{len(not_deleted)} vanished dataset(s) not withdrawn: "
+                        f"{not_deleted[:5]}")
+    rows = site.query(
+        "SELECT package_id, count(*) FILTER (WHERE report_status = 'deleted'), count(*) "
+        "FROM harvest_object o JOIN harvest_object_extra e ON e.harvest_object_id = o.id "
+        "AND e.key = 'harvest_withdrawal' WHERE o.harvest_job_id = :job "
+        "GROUP BY package_id", job=job_id)
+    objects = {row[0]: (row[1], row[2]) for row in rows}
+    twice = sorted(d for d, (done, total) in objects.items() if done != 1 or total != 1)
+    if twice:
+        problems.append(f"{len(twice)} dataset(s) without exactly one withdrawal: "
+                        f"{[(d, objects[d]) for d in twice[:5]]}")
+    if set(objects) != gone:
+        problems.append(f"withdrawal objects for {len(objects)} dataset(s), "
+                        f"{len(gone)} vanished")
+    return problems
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kill_9_while_withdrawing_vanished_datasets(backend, remote, fault_proxy,
+                                                     make_fault_site):
+    site = make_fault_site(backend, "withdraw")
+    kept, gone = remote.public_ids(WITHDRAW_KEPT), remote.public_ids(WITHDRAW_GONE)
+    harvest = Harvest(site, fault_proxy, remote, config={
+        **REMOVAL, "organizations_filter_include": [WITHDRAW_KEPT, WITHDRAW_GONE]})
+    harvest.remote_ids = {**kept, **gone}
+    harvest.new_job()
+    harvest.run()
+    first = {d for d, state in site.local_datasets().items() if state == "active"}
+    problems = [] if set(harvest.remote_ids) <= first else [
+        f"first harvest: {len(set(harvest.remote_ids) - first)} dataset(s) missing"]
+
+    with site.engine.begin() as connection:
+        connection.execute(sa.text("UPDATE harvest_source SET config = :config "
+                                   "WHERE id = :id"), {"id": harvest.source_id,
+                           "config": json.dumps({**REMOVAL, "organizations_filter_include":
+                                                 [WITHDRAW_KEPT]})})
+    harvest.remote_ids = kept
+    harvest.snapshot()
+    harvest.imported &= set(kept)
+    harvest.new_job()
+
+    def withdrawn() -> int:
+        return int(site.scalar(
+            "SELECT count(*) FROM harvest_object WHERE harvest_job_id = :job "
+            "AND report_status = 'deleted'", job=harvest.job))
+
+    def kill_fetch() -> None:
+        harvest.fetch.kill9()
+        harvest.fetch.start()
+
+    killer = EveryNth(withdrawn, max(1, len(gone) // (WITHDRAW_KILLS + 1)),
+                      WITHDRAW_KILLS, kill_fetch)
+    seconds = harvest.run(killer)
+
+    problems += _withdrawn_once(site, harvest.job, set(gone))
+    if harvest.fetch.kills < 2:
+        problems.append(f"the fetch consumer was killed {harvest.fetch.kills} time(s)")
+    harvest.verdict(
+        backend, "8 kill -9 while withdrawing",
+        f"fetch x{harvest.fetch.kills} while withdrawing {len(gone)} of "
+        f"{len(kept) + len(gone)}", harvest.outcome(), problems,
+        time.monotonic() - harvest.started)
+    print(f"\n[{backend}] withdrawal: fetch killed at {killer.at} withdrawn; "
+          f"job took {seconds:.0f} s")

@@ -793,8 +793,21 @@ def _current_objects(local: Local) -> dict[str, str]:
         "SELECT package_id, id FROM harvest_object WHERE current")}
 
 
+def _on_rabbitmq(local: Local, make_site: Callable[..., HarvestSite]) -> Local:
+    """The local site harvesting through RabbitMQ consumers (same database)."""
+    site = make_site("amqp", "two-ckan", SITE_OPTIONS)
+    site.consumer("gather").start()
+    site.consumer("fetch").start()
+    _become(site)
+    return Local(site, dict(config), local.org_id)
+
+
+@pytest.mark.parametrize("backend", ["redis", "amqp"])
 def test_content_hashes_skip_unchanged_records_until_config_force_or_local_edit(
-        local: Local, remote: RemoteCkan) -> None:
+        local: Local, remote: RemoteCkan, make_site: Callable[..., HarvestSite],
+        backend: str) -> None:
+    if backend == "amqp":
+        local = _on_rabbitmq(local, make_site)
     source_id = _create_source(local, remote, {"force_all": True})
     first = _harvest(local, source_id)
     assert _stats(first) == {"added": PUBLIC}
