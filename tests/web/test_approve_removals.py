@@ -2,6 +2,7 @@
 the approval button (a POST form with the CSRF token) and who may use it."""
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 import pytest
@@ -17,7 +18,8 @@ pytestmark = pytest.mark.usefixtures("clean_queues")
 
 def _held_job(world: World, fresh_source: Callable[..., dict[str, Any]]) -> tuple[str, str]:
     """A finished job of a new source holding one withdrawal; (source name, job id)."""
-    source = fresh_source(url="http://held-removals.example.org/%s" % id(world))
+    source = fresh_source(url="http://held-removals.example.org/%s" % id(world),
+                          config=json.dumps({"delete_missing": {"mode": "delete"}}))
     job = HarvestJob(source_id=source["id"], status=JobStatus.FINISHED.value)
     job.save()
     dataset = factories.Dataset(owner_org=world.org_id)
