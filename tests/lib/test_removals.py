@@ -43,7 +43,7 @@ class ListHarvester(HarvesterBase):
     remote: dict[str, dict[str, Any]]
     report = True
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "ListHarvester":
+    def __new__(cls, *args: Any, **kwargs: Any) -> ListHarvester:
         # SingletonPlugin.__new__ would hand back HarvesterBase's own instance once
         # some test made one (``_instance`` is looked up through the base class).
         return object.__new__(cls)
