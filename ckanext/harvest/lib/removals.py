@@ -478,15 +478,14 @@ def was_withdrawn(package_id: Optional[str]) -> bool:
     if not package_id:
         return False
     objects = sa.select(HarvestObject.id).where(HarvestObject.package_id == package_id)
-    if model.Session.execute(objects.where(HarvestObject.current.is_(True))
-                             .limit(1)).first() is not None:
-        return False
+    current = objects.where(HarvestObject.current.is_(True)).exists()
     withdrawal = (objects.join(HarvestObjectExtra,
                                HarvestObjectExtra.harvest_object_id == HarvestObject.id)
                   .where(HarvestObjectExtra.key == WITHDRAWAL_KEY,
                          HarvestObject.report_status == ReportStatus.DELETED.value)
-                  .limit(1))
-    return model.Session.execute(withdrawal).first() is not None
+                  .exists())
+    # One round trip on every import (this runs before each dataset is written).
+    return bool(model.Session.execute(sa.select(sa.and_(~current, withdrawal))).scalar())
 
 
 def site_user_name() -> str:
