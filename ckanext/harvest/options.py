@@ -54,6 +54,11 @@ LOG_SCOPE = "ckan.harvest.log_scope"
 LOG_LEVEL = "ckan.harvest.log_level"
 LOG_TIMEFRAME = "ckan.harvest.log_timeframe"
 
+# -- stalls, health page and metrics ------------------------------------------------
+STALL_MINUTES = "ckan.harvest.stall_minutes"
+METRICS_ENABLED = "ckan.harvest.metrics.enabled"
+METRICS_TOKEN = "ckan.harvest.metrics.token"
+
 # -- security and limits ------------------------------------------------------------
 SSRF_ALLOWED_HOSTS = "ckan.harvest.ssrf_allowed_hosts"
 HTTP_CONNECT_TIMEOUT = "ckan.harvest.http_connect_timeout"

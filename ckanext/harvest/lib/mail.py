@@ -50,6 +50,12 @@ def _job_path(source_id: str, job_id: str) -> str:
         return "/harvest/{}/job/{}".format(source_id, job_id)
 
 
+def job_url(config: Settings, source_id: str, job_id: str) -> str:
+    """The absolute URL of a job's page (``ckan.site_url`` + its path)."""
+    site_url = _settings(config).get(options.SITE_URL) or ""
+    return urljoin(site_url, _job_path(source_id, job_id))
+
+
 def get_mail_extra_vars(
     context: Context, source_id: str, status: dict[str, Any], config: Settings = None
 ) -> dict[str, Any]:

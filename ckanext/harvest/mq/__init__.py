@@ -16,6 +16,7 @@ from ckanext.harvest.mq.base import (
     MessageKey,
     QueueBackend,
     QueueSpec,
+    QueueStats,
 )
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "MessageKey",
     "QueueBackend",
     "QueueSpec",
+    "QueueStats",
     "backend_name",
     "site_id",
     "gather_spec",

@@ -28,6 +28,7 @@ from ckanext.harvest.mq.base import (
     Message,
     QueueBackend,
     QueueSpec,
+    QueueStats,
     as_int,
 )
 
@@ -275,6 +276,15 @@ class AmqpQueue(QueueBackend):
         with _broker_errors():
             frame = self.channel.queue_purge(queue=self.spec.name)
         return int(frame.method.message_count)
+
+    def stats(self) -> QueueStats:
+        """The broker's counts of ready messages and consumers of the queue."""
+        def declare_again() -> Any:
+            return self.channel.queue_declare(queue=self.spec.name, durable=True)
+
+        frame = self._call(declare_again)
+        return QueueStats(depth=int(frame.method.message_count),
+                          consumers=int(frame.method.consumer_count))
 
     def close(self) -> None:
         """Close the connection; the broker requeues unacknowledged messages."""

@@ -107,6 +107,19 @@ class Message:
     properties: Any = None
 
 
+@dataclasses.dataclass(frozen=True)
+class QueueStats:
+    """What a queue looks like right now (the health page and the metrics).
+
+    :param depth: messages waiting to be taken
+    :param consumers: consumer processes alive on the queue (AMQP: the
+        broker's count; Redis: consumers whose liveness key has not expired)
+    """
+
+    depth: int
+    consumers: int
+
+
 class QueueBackend(abc.ABC):
     """One queue on one broker connection: publish, get, consume, ack, purge, close."""
 
@@ -153,6 +166,10 @@ class QueueBackend(abc.ABC):
 
         :returns: the number of messages dropped
         """
+
+    @abc.abstractmethod
+    def stats(self) -> QueueStats:
+        """Count the waiting messages and the live consumers of this queue."""
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -42,6 +42,7 @@ from ckanext.harvest.mq.base import (
     Message,
     QueueBackend,
     QueueSpec,
+    QueueStats,
     as_int,
 )
 
@@ -347,6 +348,19 @@ class RedisQueue(QueueBackend):
                 key = processing_key(self.spec, member)
                 dropped += int(script(keys=[key], args=args))
         return dropped
+
+    def stats(self) -> QueueStats:
+        """Pending messages, and the registered consumers whose liveness key lives."""
+        with _broker_errors():
+            depth = int(self.redis.llen(self.spec.routing_key))
+            members = _texts(self.redis.smembers(registry_key(self.spec)))
+            alive = 0
+            if members:
+                pipe = self.redis.pipeline(transaction=False)
+                for member in members:
+                    pipe.exists(alive_key(self.spec, member))
+                alive = sum(1 for found in pipe.execute() if found)
+        return QueueStats(depth=depth, consumers=alive)
 
     def close(self) -> None:
         """Stop the heartbeat and give unacknowledged messages back to the queue."""

@@ -12,7 +12,7 @@ from ckan.plugins.toolkit import config
 from ckan.types import Context, DataDict
 
 from ckanext.harvest.constants import DATASET_TYPE_NAME
-from ckanext.harvest.lib import clearing, detaching, jobs, objects, removals, sources
+from ckanext.harvest.lib import clearing, detaching, jobs, objects, removals, sources, stalls
 from ckanext.harvest.lib.mail import (  # noqa: F401 - public names of this module
     get_mail_extra_vars,
     prepare_error_mail,
@@ -345,6 +345,8 @@ def harvest_jobs_run(context: Context, data_dict: DataDict) -> list[Any]:
     if not source_id:
         _make_scheduled_jobs(context, data_dict)
     timeout = jobs.timeout_minutes(config)
+    # Before the timeout check: a stall is reported before the timeout ends the job.
+    stalls.check_jobs(context, jobs.running_jobs(source_id), config)
     for job in jobs.running_jobs(source_id):
         if jobs.close_if_timed_out(job, timeout):
             continue
