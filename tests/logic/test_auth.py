@@ -125,6 +125,11 @@ AUTH_MATRIX: list[tuple[str, str, DataBuilder, tuple[bool, ...]]] = [
      lambda w: {"id": w.job_id},                                    (N, N, N, Y, Y, N, Y)),
     ("harvest_job_removals_show", "harvest_job_removals_show",
      lambda w: {"id": w.job_id},                                    (N, N, N, Y, Y, N, Y)),
+    # issue 17: job progress like the job; the health page for sysadmins
+    ("harvest_job_progress", "harvest_job_progress",
+     lambda w: {"id": w.job_id},                                    (N, N, N, Y, Y, N, Y)),
+    ("harvest_health_show", "harvest_health_show",
+     _nothing,                                                      (N, N, N, N, N, N, Y)),
     # Q5: sysadmin only
     ("harvest_abort_failed_jobs", "harvest_abort_failed_jobs",
      lambda w: {"life_span": 7},                                    (N, N, N, N, N, N, Y)),
@@ -168,6 +173,8 @@ EXPECTED_AUTH_NAMES = {
     "harvest_source_detach",
     # delete_missing (issue 15)
     "harvest_job_approve_removals", "harvest_job_removals_show",
+    # issue 17
+    "harvest_job_progress", "harvest_health_show",
 }
 
 EXPECTED_ACTION_NAMES = {
@@ -185,6 +192,8 @@ EXPECTED_ACTION_NAMES = {
     "harvest_job_error_report", "harvest_source_preview",
     "harvest_source_detach",
     "harvest_job_approve_removals", "harvest_job_removals_show",
+    # issue 17
+    "harvest_job_progress", "harvest_health_show",
 }
 
 ANONYMOUS_ALLOWED = {
@@ -431,6 +440,8 @@ ANONYMOUS_REFUSED_ACTIONS: list[tuple[str, DataBuilder]] = [
     ("harvest_get_notifications_recipients", lambda w: {"source_id": w.source_id}),
     ("harvest_job_approve_removals", lambda w: {"id": w.job_id}),
     ("harvest_job_removals_show", lambda w: {"id": w.job_id}),
+    ("harvest_job_progress", lambda w: {"id": w.job_id}),
+    ("harvest_health_show", _nothing),
 ]
 
 ANONYMOUS_ALLOWED_ACTIONS: list[tuple[str, DataBuilder]] = [

@@ -13,12 +13,15 @@ from ckanext.harvest import options
 from ckanext.harvest.lib import (
     error_report,
     harvesters,
+    health,
     jobs,
     objects,
     preview,
+    progress,
     removals,
     secret_config,
     sources,
+    stalls,
 )
 from ckanext.harvest.logic import schema
 from ckanext.harvest.logic.dictization import (
@@ -35,7 +38,7 @@ from ckanext.harvest.logic.types import (
     SourceStatus,
 )
 from ckanext.harvest.logic.validators import check_params
-from ckanext.harvest.model import HarvestLog, HarvestSource, LogLevel
+from ckanext.harvest.model import HarvestLog, HarvestSource, JobStatus, LogLevel
 
 # ``config`` is read at call time through this module (downstream tests patch
 # ``...logic.action.get.config``).
@@ -56,6 +59,8 @@ __all__ = [
     "harvest_log_list",
     "harvest_job_removals_show",
     "harvest_get_notifications_recipients",
+    "harvest_job_progress",
+    "harvest_health_show",
 ]
 
 
@@ -382,3 +387,64 @@ def harvest_job_removals_show(context: Context, data_dict: DataDict) -> dict[str
     toolkit.check_access("harvest_job_removals_show", Context(context), data_dict)
     job = jobs.get_job_or_404(data_dict.get("id"))
     return {"job_id": job.id, "held": removals.held_count(job.id)}
+
+
+@toolkit.side_effect_free
+def harvest_job_progress(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Return how far a job got: objects done of total, rate, ETA and stall.
+
+    The rate is the objects done per minute since the gather started; the ETA
+    (seconds) the objects left at that rate, None while gathering or before
+    anything is done. ``stalled``: ``ckan harvester run`` found the job's
+    objects unmoved for ``ckan.harvest.stall_minutes`` (Running jobs only).
+
+    :param id: the job id
+    :returns: ``{id, source_id, status, total, done, gathering, percent,
+        elapsed_seconds, rate_per_minute, eta_seconds, states, stalled,
+        stalled_since, last_moved}``
+    :raises ObjectNotFound: no such job
+    """
+    job = jobs.get_job_or_404(toolkit.get_or_bust(data_dict, "id"))
+    toolkit.check_access("harvest_job_progress", Context(context), {"id": job.id})
+    result = progress.job_progress(job).as_dict()
+    state = stalls.states_of([job.id]).get(job.id)
+    running = job.status == JobStatus.RUNNING.value
+    stalled = bool(running and state and state.stalled_since)
+    result.update(
+        source_id=job.source_id,
+        stalled=stalled,
+        stalled_since=_iso(state.stalled_since) if stalled and state else None,
+        last_moved=_iso(state.last_moved) if running and state else None,
+    )
+    return result
+
+
+def _iso(moment: Any) -> Optional[str]:
+    return moment.isoformat() if moment else None
+
+
+@toolkit.side_effect_free
+def harvest_health_show(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Return the health of the harvesting (sysadmins).
+
+    :returns: ``{sources: [{id, name, title, active, frequency, next_run,
+        last_success, consecutive_failures, last_duration_seconds,
+        running_job, waiting, stalled, state, ...}], jobs: {status: count},
+        queues: {gather|fetch: {depth, consumers} or None}, timeline: {start,
+        end, jobs: [{id, source_id, source, state, start, end}]}}``
+    """
+    toolkit.check_access("harvest_health_show", Context(context), data_dict)
+    timeline = health.timeline()
+    return {
+        "sources": [row.as_dict() for row in health.source_rows()],
+        "jobs": health.job_counts(),
+        "queues": {name: (None if stats is None else
+                          {"depth": stats.depth, "consumers": stats.consumers})
+                   for name, stats in health.queue_stats(config).items()},
+        "timeline": {
+            "start": timeline["start"].isoformat(),
+            "end": timeline["end"].isoformat(),
+            "jobs": [dict(job, start=job["start"].isoformat(), end=job["end"].isoformat())
+                     for job in timeline["jobs"]],
+        },
+    }

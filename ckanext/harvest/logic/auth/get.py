@@ -26,6 +26,8 @@ __all__ = [
     "harvest_get_notifications_recipients",
     "harvest_log_list",
     "harvest_job_removals_show",
+    "harvest_job_progress",
+    "harvest_health_show",
 ]
 
 
@@ -130,3 +132,13 @@ def harvest_log_list(context: Context, data_dict: DataDict) -> AuthResult:
 def harvest_job_removals_show(context: Context, data_dict: DataDict) -> AuthResult:
     """Like the job itself: those who may update its source."""
     return harvest_job_show(context, data_dict)
+
+
+def harvest_job_progress(context: Context, data_dict: DataDict) -> AuthResult:
+    """Like the job itself: those who may update its source."""
+    return harvest_job_show(context, data_dict)
+
+
+def harvest_health_show(context: Context, data_dict: DataDict) -> AuthResult:
+    """Sysadmins only: the health of every source."""
+    return sysadmins_only(toolkit._("Only sysadmins can see the harvest health page"))
