@@ -10,6 +10,7 @@ only; the form and CKAN's ``confirm-action`` modal both send the CSRF token.
 """
 from __future__ import annotations
 
+import hmac
 import logging
 from typing import Any, Optional, Union
 
@@ -18,11 +19,12 @@ from ckan.lib.pagination import Page
 from ckan.plugins import toolkit
 from ckan.types import Response
 from flask import Blueprint, current_app, stream_with_context
+from flask import Response as FlaskResponse
 from flask.views import MethodView
 
 from ckanext.harvest import options
 from ckanext.harvest.constants import DATASET_TYPE_NAME
-from ckanext.harvest.lib import error_report, stats
+from ckanext.harvest.lib import error_report, health, metrics, stats
 
 #: What a view returns: a rendered page, or a response (redirect, document).
 ViewResult = Union[str, Response]
@@ -717,6 +719,79 @@ harvester.add_url_rule(
     "/dataset/harvest_object/<id>", view_func=object_show,
     defaults={"ref_type": "dataset"},
 )
+
+
+# -- the health page and the metrics (issue 17) ----------------------------------------
+
+
+def health_view() -> ViewResult:
+    """``harvester.health``: every source's health, queues, jobs (sysadmins).
+
+    Query: ``q`` (name or title contains), ``state``, ``sort`` (a column of
+    :data:`~ckanext.harvest.lib.health.SORT_KEYS`), ``dir`` (``asc``/``desc``);
+    a bad value is a 400 naming it.
+    """
+    with _Aborting(toolkit._("Not found")):
+        data = _view_action("harvest_health_show", {})
+    args = toolkit.request.args
+    query = {"q": args.get("q", ""), "state": args.get("state", ""),
+             "sort": args.get("sort", "state"), "dir": args.get("dir", "asc")}
+    try:
+        rows = health.filter_and_sort(data["sources"], query["q"], query["state"],
+                                      query["sort"], query["dir"])
+    except health.BadHealthQuery as error:
+        return toolkit.abort(400, str(error))
+    return _render("health/read.html", health=data, rows=rows, query=query,
+                   states=health.SOURCE_STATES, lanes=health.timeline_lanes(data["timeline"]))
+
+
+def _plain(status: int, message: str) -> Response:
+    return FlaskResponse(message + "\n", status=status, mimetype="text/plain")
+
+
+def _metrics_refusal() -> Optional[Response]:
+    """Why the current request may not read the metrics (None: it may)."""
+    token = toolkit.config.get(options.METRICS_TOKEN) or ""
+    if not token and not toolkit.asbool(toolkit.config.get(options.METRICS_ENABLED)):
+        return _plain(404, toolkit._("Not found"))
+    header = toolkit.request.headers.get("Authorization", "").strip()
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() == "bearer":
+        if not token:
+            return _plain(403, toolkit._("Metrics tokens are not accepted on this site "
+                                         "(ckan.harvest.metrics.token is not set)."))
+        if not given.strip():
+            return _plain(403, toolkit._("Empty metrics token."))
+        if not hmac.compare_digest(given.strip().encode("utf-8"), token.encode("utf-8")):
+            return _plain(403, toolkit._("Invalid metrics token."))
+        return None
+    user = toolkit.current_user
+    if getattr(user, "sysadmin", False):
+        return None
+    if header and not getattr(user, "name", None):
+        return _plain(403, toolkit._("Invalid Authorization header: send "
+                                     "'Bearer <metrics token>' or a sysadmin's API token."))
+    return _plain(403, toolkit._("Only sysadmins or holders of the metrics token may "
+                                 "read the metrics."))
+
+
+def metrics_view() -> ViewResult:
+    """``harvester.metrics``: Prometheus text (sysadmin session or token).
+
+    404 unless ``ckan.harvest.metrics.enabled`` or ``ckan.harvest.metrics.token``
+    is set; a refused request gets a 403 and one line saying why.
+    """
+    refusal = _metrics_refusal()
+    if refusal is not None:
+        return refusal
+    response = FlaskResponse(metrics.render(toolkit.config), status=200)
+    response.headers["Content-Type"] = metrics.CONTENT_TYPE
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+harvester.add_url_rule("/harvest/health", view_func=health_view, endpoint="health")
+harvester.add_url_rule("/harvest/metrics", view_func=metrics_view, endpoint="metrics")
 
 
 def get_blueprints() -> list[Blueprint]:

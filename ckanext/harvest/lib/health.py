@@ -33,13 +33,18 @@ from ckanext.harvest.model import JobStatus, ObjectState, utcnow
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "BadHealthQuery",
     "HISTORY_JOBS",
+    "SORT_KEYS",
     "SOURCE_STATES",
     "TIMELINE_HOURS",
+    "filter_and_sort",
     "job_counts",
+    "object_counts",
     "queue_stats",
     "source_rows",
     "timeline",
+    "timeline_lanes",
 ]
 
 #: Finished jobs per source looked at for the consecutive failures.
@@ -238,3 +243,73 @@ def timeline(now: Optional[datetime.datetime] = None) -> dict[str, Any]:
         "end": row.finished or end,
     } for row in rows]
     return {"start": start, "end": end, "jobs": jobs}
+
+
+# -- the page: filtering, sorting, the timeline's geometry ---------------------------
+
+#: The sortable columns of the page and the key of each.
+SORT_KEYS = ("name", "last_success", "consecutive_failures", "last_duration_seconds",
+             "next_run", "state")
+
+
+class BadHealthQuery(ValueError):
+    """An unknown sort column, direction or state in the page's query."""
+
+
+def _sort_value(row: dict[str, Any], key: str) -> tuple[Any, ...]:
+    value = row.get(key)
+    if key == "state":
+        return (SOURCE_STATES.index(value),)
+    # Missing values go last, whatever the direction.
+    return (value is None, value if value is not None else 0)
+
+
+def filter_and_sort(rows: list[dict[str, Any]], text: str = "", state: str = "",
+                    sort: str = "state", direction: str = "asc") -> list[dict[str, Any]]:
+    """The rows of ``harvest_health_show`` that match, in the order asked for.
+
+    :param text: keep the sources whose name or title contains it (any case)
+    :param state: keep the sources in this state (one of :data:`SOURCE_STATES`)
+    :param sort: one of :data:`SORT_KEYS`
+    :param direction: ``asc`` or ``desc``
+    :raises BadHealthQuery: an unknown sort, direction or state
+    """
+    if sort not in SORT_KEYS:
+        raise BadHealthQuery("Unknown sort column {!r}: use one of {}".format(
+            sort, ", ".join(SORT_KEYS)))
+    if direction not in ("asc", "desc"):
+        raise BadHealthQuery("Unknown sort direction {!r}: use asc or desc".format(direction))
+    if state and state not in SOURCE_STATES:
+        raise BadHealthQuery("Unknown state {!r}: use one of {}".format(
+            state, ", ".join(SOURCE_STATES)))
+    needle = text.strip().lower()
+    kept = [row for row in rows
+            if (not needle or needle in row["name"].lower()
+                or needle in (row["title"] or "").lower())
+            and (not state or row["state"] == state)]
+    present = [row for row in kept if row.get(sort) is not None]
+    missing = [row for row in kept if row.get(sort) is None]
+    present.sort(key=lambda row: (_sort_value(row, sort), row["name"]),
+                 reverse=direction == "desc")
+    return present + sorted(missing, key=lambda row: row["name"])
+
+
+def timeline_lanes(timeline: dict[str, Any]) -> list[dict[str, Any]]:
+    """The timeline's jobs grouped by source, placed in percent of its span.
+
+    :param timeline: ``harvest_health_show``'s ``timeline`` (ISO datetimes)
+    :returns: ``[{"source", "jobs": [{..., "left", "width"}]}]``, the sources
+        in the order of their newest job
+    """
+    start = datetime.datetime.fromisoformat(timeline["start"])
+    end = datetime.datetime.fromisoformat(timeline["end"])
+    span = max((end - start).total_seconds(), 1.0)
+    lanes: dict[str, list[dict[str, Any]]] = {}
+    for job in timeline["jobs"]:
+        begins = datetime.datetime.fromisoformat(job["start"])
+        ends = datetime.datetime.fromisoformat(job["end"])
+        left = 100.0 * max(0.0, (begins - start).total_seconds()) / span
+        width = 100.0 * max(0.0, (ends - begins).total_seconds()) / span
+        lanes.setdefault(job["source"], []).append(
+            dict(job, left=round(left, 3), width=round(max(width, 0.25), 3)))
+    return [{"source": source, "jobs": jobs} for source, jobs in lanes.items()]
