@@ -18,7 +18,7 @@ from ckan.plugins import toolkit
 from markupsafe import Markup
 
 from ckanext.harvest.constants import DATASET_TYPE_NAME, N_
-from ckanext.harvest.lib import harvesters, progress
+from ckanext.harvest.lib import harvesters, progress, stalls
 from ckanext.harvest.model import UPDATE_FREQUENCIES, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ __all__ = [
     "get_harvest_source",
     "harvest_job_chart_data",
     "harvest_job_progress",
+    "harvest_job_stall",
     "harvest_duration",
     "harvest_stats_items",
     "harvest_errors_by_message",
@@ -297,26 +298,51 @@ def harvest_job_progress(job: dict[str, Any]) -> Optional[dict[str, Any]]:
 
     :param job: a job dict (``harvest_job_show``)
     :returns: ``{'status', 'done', 'total', 'gathering', 'percent',
-        'elapsed_seconds', 'elapsed'}``; ``total`` is only final once
-        gathering is over
+        'elapsed_seconds', 'elapsed', 'rate_per_minute', 'eta_seconds', 'eta',
+        'stall'}``; ``total`` is only final once gathering is over; ``eta``
+        is None until it can be told; ``stall`` see :func:`harvest_job_stall`
     """
     if job.get("status") not in (JobStatus.NEW.value, JobStatus.RUNNING.value):
         return None
     counts = progress.object_state_counts(job["id"])
-    total = sum(counts.values())
-    done = progress.objects_done(counts)
-    gathering = not job.get("gather_finished")
     start = _parse_datetime(job.get("gather_started")) or _parse_datetime(job.get("created"))
     elapsed = (utcnow() - start).total_seconds() if start else 0
+    figures = progress.JobProgress(
+        job_id=job["id"], status=job["status"], total=sum(counts.values()),
+        done=progress.objects_done(counts), gathering=not job.get("gather_finished"),
+        elapsed_seconds=max(0.0, elapsed), counts=counts)
+    eta = figures.eta_seconds
+    rate = figures.rate_per_minute
     return {
         "status": job["status"],
-        "done": done,
-        "total": total,
-        "gathering": gathering,
-        "percent": 0 if gathering or not total else int(100 * done / total),
-        "elapsed_seconds": int(max(0, elapsed)),
+        "done": figures.done,
+        "total": figures.total,
+        "gathering": figures.gathering,
+        "percent": figures.percent,
+        "elapsed_seconds": int(figures.elapsed_seconds),
         "elapsed": harvest_duration(elapsed),
+        "rate_per_minute": round(rate, 1) if rate is not None else None,
+        "eta_seconds": int(eta) if eta is not None else None,
+        "eta": harvest_duration(eta) if eta is not None else None,
+        "stall": harvest_job_stall(job),
     }
+
+
+def harvest_job_stall(job: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The stall of a ``Running`` job, as ``ckan harvester run`` last found it.
+
+    :param job: a job dict
+    :returns: None when the job is not stalled, else ``{'since',
+        'last_moved', 'unmoved'}`` (datetimes, and the unmoved time as text)
+    """
+    if job.get("status") != JobStatus.RUNNING.value:
+        return None
+    state = stalls.states_of([job["id"]]).get(job["id"])
+    if state is None or state.stalled_since is None:
+        return None
+    unmoved = (utcnow() - state.last_moved).total_seconds() if state.last_moved else 0
+    return {"since": state.stalled_since, "last_moved": state.last_moved,
+            "unmoved": harvest_duration(unmoved)}
 
 
 # -- the chart of the source dashboard -------------------------------------------------
