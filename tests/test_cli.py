@@ -52,6 +52,7 @@ COMMANDS = [
     "source", "sources", "job", "jobs", "job-abort", "abort-failed-jobs",
     "purge-queues", "gather-consumer", "fetch-consumer", "run", "run-test", "import",
     "clean-harvest-log", "job-all", "reindex", "harvesters_info", "preview",
+    "job-status",
 ]
 SOURCE_COMMANDS = ["create", "show", "remove", "clear", "clear-history", "detach"]
 ALIASES = [

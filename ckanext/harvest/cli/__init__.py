@@ -6,6 +6,7 @@ like CKAN core's ``ckan/cli/``:
 * :mod:`~ckanext.harvest.cli.sources`: ``source ...`` and ``sources``;
 * :mod:`~ckanext.harvest.cli.jobs`: ``job``, ``jobs``, ``job-abort``,
   ``abort-failed-jobs``, ``job-all`` and the scheduler, ``run``;
+* :mod:`~ckanext.harvest.cli.status`: ``job-status`` (and ``job --wait``);
 * :mod:`~ckanext.harvest.cli.run_test`: ``run-test``;
 * :mod:`~ckanext.harvest.cli.reports`: ``preview`` and ``job errors``;
 * :mod:`~ckanext.harvest.cli.removals`: ``job approve-removals``;
@@ -30,6 +31,7 @@ from ckanext.harvest.cli import (
     reports,
     run_test,
     sources,
+    status,
 )
 
 
@@ -57,6 +59,7 @@ for _subcommand in (
     jobs.abort_failed_jobs_command,
     jobs.job_all_command,
     jobs.run_command,
+    status.job_status_command,
     run_test.run_test_command,
     reports.preview_command,
     maintenance.import_command,

@@ -132,7 +132,7 @@ def progress_bars() -> Optional[Progress]:
         return None
 
     def bar(items: Sequence[Any], label: str) -> Any:
-        return click.progressbar(items, label=label, show_pos=True)
+        return click.progressbar(items, label=label, show_pos=True, show_eta=True)
 
     return bar
 

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import click
 from ckan.plugins import toolkit
 
+from ckanext.harvest.cli import status
 from ckanext.harvest.cli.base import (
     SOURCE_ARG,
     DefaultCommandGroup,
@@ -30,12 +31,13 @@ from ckanext.harvest.model import JobStatus
 START_COMMAND = "start"
 
 
-def create_job(source_id_or_name: str, force: bool = False) -> str:
+def start_job(source_id_or_name: str, force: bool = False) -> tuple[dict[str, Any], str]:
     """Start a job for a source now: it is sent to the gather queue.
 
     :param force: import every record, even those whose content hash is
         unchanged since the last import
-    :returns: the job block and the count of ``New`` jobs
+    :returns: the job, and the text printed: the job block and the count of
+        ``New`` jobs
     :raises SourceNotFound:
     :raises HarvestJobExists: the source has a New or Running job
     """
@@ -45,7 +47,12 @@ def create_job(source_id_or_name: str, force: bool = False) -> str:
         data_dict["force"] = True
     job = action("harvest_job_create", data_dict)
     new_jobs = action("harvest_job_list", {"status": JobStatus.NEW.value})
-    return format_job(job) + there_are("harvest job", new_jobs, "new") + "\n"
+    return job, format_job(job) + there_are("harvest job", new_jobs, "new") + "\n"
+
+
+def create_job(source_id_or_name: str, force: bool = False) -> str:
+    """Start a job for a source now (see :func:`start_job`); returns the text."""
+    return start_job(source_id_or_name, force)[1]
 
 
 def list_jobs() -> str:
@@ -93,15 +100,16 @@ def run_harvester() -> None:
 
 @click.group(name="job", cls=DefaultCommandGroup, default_command=START_COMMAND,
              short_help="Start a harvest of one source now.",
-             subcommand_metavar="SOURCE_ID_OR_NAME [--force] | COMMAND [ARGS]...")
+             subcommand_metavar="SOURCE_ID_OR_NAME [--force] [--wait] | COMMAND [ARGS]...")
 def job_command() -> None:
-    """Start a harvest of one source now: job SOURCE_ID_OR_NAME [--force].
+    """Start a harvest of one source now: job SOURCE_ID_OR_NAME [--force] [--wait].
 
     A job is created and sent to the gather queue, which makes it Running;
     the job is printed, then the number of jobs still waiting (New). Fails
     when the source is inactive or already has a New or Running job. With
     --force, every record is imported, even those unchanged since their last
-    import (same content hash).
+    import (same content hash). With --wait, waits until the job is finished
+    (progress bar and ETA in a terminal), then prints its statistics.
 
     Commands acting on existing jobs, if any, are listed below.
     """
@@ -113,15 +121,24 @@ def job_command() -> None:
 @click.option("--force", is_flag=True, default=False,
               help="Import every record, even those unchanged since their last "
                    "import (same content hash).")
+@click.option("--wait", is_flag=True, default=False,
+              help="Then wait until the job is finished, with a progress bar and "
+                   "its ETA in a terminal, and print its statistics.")
 @guarded()
-def job_start_command(source_id_or_name: str, force: bool) -> None:
+def job_start_command(source_id_or_name: str, force: bool, wait: bool) -> None:
     """Start a harvest of one source now (what ``job SOURCE`` runs).
 
     A job is created and sent to the gather queue, which makes it Running;
     the job is printed, then the number of jobs still waiting (New). Fails
-    when the source is inactive or already has a New or Running job.
+    when the source is inactive or already has a New or Running job. With
+    --wait, waits for the job (the consumers must run) and closes it as soon
+    as its objects are done.
     """
-    echo(create_job(source_id_or_name, force))
+    job, text = start_job(source_id_or_name, force)
+    echo(text)
+    if wait:
+        finished = status.wait_for_job(job["id"], "Harvesting {}".format(source_id_or_name))
+        echo(status.format_finished(finished))
 
 
 @click.command(name="jobs", short_help="Print every job, newest first.")
