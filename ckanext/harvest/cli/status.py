@@ -16,7 +16,7 @@ from ckanext.harvest.cli.base import action, fail, guarded, interactive
 from ckanext.harvest.model import JobStatus
 
 #: Seconds between two looks at a job waited for.
-POLL_SECONDS = 2.0
+POLL_SECONDS = 1.0
 
 _STATS = ("added", "updated", "not modified", "deleted", "errored")
 
@@ -82,9 +82,18 @@ def job_progress(job_id: str) -> dict[str, Any]:
         fail("Job {} not found.".format(job_id))
 
 
+def _eta_text(progress: Optional[dict[str, Any]]) -> Optional[str]:
+    """What the bar shows after its counts: the job's ETA while objects are left."""
+    if not progress or progress["done"] >= progress["total"]:
+        return None
+    return "ETA {}".format(duration(progress["eta_seconds"]))
+
+
 class _Bar:
     """A ``click.progressbar`` over a job's objects, made once their number
-    is known (gathering over); does nothing outside a terminal."""
+    is known (gathering over) and redrawn at each look, with the job's ETA
+    (objects left at the rate since the gather started); does nothing outside
+    a terminal."""
 
     def __init__(self, label: str, enabled: bool) -> None:
         self.label = label
@@ -97,12 +106,12 @@ class _Bar:
             return
         if self.bar is None:
             self.bar = click.progressbar(length=max(progress["total"], 1), label=self.label,
-                                         show_eta=True, show_pos=True)
+                                         show_eta=False, show_pos=True,
+                                         item_show_func=_eta_text)
             self.bar.__enter__()
-        step = progress["done"] - self.shown
-        if step > 0:
-            self.bar.update(step)
-            self.shown = progress["done"]
+        step = max(0, progress["done"] - self.shown)
+        self.bar.update(step, current_item=progress)
+        self.shown += step
 
     def close(self) -> None:
         if self.bar is not None:
