@@ -41,6 +41,10 @@ DECLARED_KEYS = [
     "ckan.harvest.job_report_limit",
     "ckan.harvest.jobs_per_page",
     "ckan.harvest.report_errors_per_page",
+    # issue 17: stalls and metrics
+    "ckan.harvest.stall_minutes",
+    "ckan.harvest.metrics.enabled",
+    "ckan.harvest.metrics.token",
 ]
 
 
