@@ -351,3 +351,27 @@ def test_amqp_connection_survives_a_stage_longer_than_its_heartbeat(ckan_config,
 
         with open_fetch() as other:
             assert take(other, timeout=0.5) is None
+
+
+def test_stats_count_waiting_messages_and_live_consumers(broker):
+    publisher = queue.get_fetch_publisher()
+    for object_id in ("o1", "o2", "o3"):
+        publisher.send({"harvest_object_id": object_id})
+    publisher.close()
+
+    with open_fetch() as observer:
+        before = observer.stats()
+        consumer = open_fetch()
+        messages = consumer.consume(idle_timeout=5.0)
+        taken = next(messages)
+        during = observer.stats()
+        messages.close()
+        consumer.close()
+        after = observer.stats()
+
+    assert taken.body == '{"harvest_object_id": "o1"}'
+    # An observer is no consumer; a message taken and not acknowledged is not
+    # waiting; a closed consumer is gone and its message waits again.
+    assert before == mq.QueueStats(depth=3, consumers=0)
+    assert during == mq.QueueStats(depth=2, consumers=1)
+    assert after == mq.QueueStats(depth=3, consumers=0)
