@@ -15,7 +15,7 @@ from ckan.cli.cli import ckan as ckan_command
 from ckan.lib.redis import connect_to_redis
 
 from ckanext.harvest.lib import stalls
-from ckanext.harvest.model import HarvestJob, HarvestSource, JobStatus, ObjectState, utcnow
+from ckanext.harvest.model import HarvestJob, HarvestSource, JobStatus, utcnow
 from ckanext.harvest.tests import factories as harvest_factories
 from tests.support.marks import harvest_site
 

@@ -16,13 +16,13 @@ from ckan.tests.helpers import call_action
 
 from ckanext.harvest.lib import stalls
 from ckanext.harvest.model import HarvestJob, HarvestObject, JobStatus, ObjectState
-from tests.lib.test_mail import (  # noqa: F401 - fixtures
-    SITE_TITLE,
-    audience,
-    make_source,
-    smtp_sink,
-    status_mail,
-)
+from tests.lib import test_mail
+from tests.lib.test_mail import SITE_TITLE, make_source
+
+# The SMTP sink, the mail options and the recipients of test_mail.py.
+audience = test_mail.audience
+smtp_sink = test_mail.smtp_sink
+status_mail = test_mail.status_mail
 
 STALL_SUBJECT = "{} - Harvesting Job - Stall Notification".format(SITE_TITLE)
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ckanext.harvest.lib.metrics import IMPORT_BUCKETS
 from ckanext.harvest.model import HarvestJob, JobStatus, ObjectState
-from tests.web.conftest import ROLES, World
+from tests.web.conftest import ROLES
 
 pytestmark = pytest.mark.usefixtures("clean_queues")
 
