@@ -142,3 +142,25 @@ def test_no_stall_is_recorded_when_stall_minutes_is_0(stuck_job, smtp_sink, stat
 
     assert _state(stuck_job) is None
     assert smtp_sink.mails == []
+
+
+def test_an_unreachable_redis_leaves_the_scheduler_working(stuck_job, smtp_sink, status_mail,
+                                                          ckan_config, monkeypatch, caplog):
+    import redis
+    from ckan.lib import redis as ckan_redis
+
+    from tests.support.site import free_port
+
+    status_mail(send_all=True, send_errored=True)
+    monkeypatch.setitem(ckan_config, "ckan.harvest.timeout", 8)
+    with monkeypatch.context() as patch:
+        patch.setattr(ckan_redis, "_connection_pool", redis.ConnectionPool.from_url(
+            "redis://127.0.0.1:{}/0".format(free_port())))
+        _run()
+        states = stalls.states_of([stuck_job])
+
+    # No stall could be recorded or mailed, but the timeout still ended the job.
+    assert HarvestJob.get(stuck_job).status == JobStatus.FINISHED.value
+    assert smtp_sink.mails == []
+    assert states == {}
+    assert "Cannot check harvest job {} for a stall".format(stuck_job) in caplog.text

@@ -40,6 +40,7 @@ from typing import Any, Iterable, Mapping, Optional
 from ckan.lib.redis import connect_to_redis
 from ckan.plugins import toolkit
 from ckan.types import Context
+from redis.exceptions import RedisError
 
 from ckanext.harvest import options
 from ckanext.harvest.lib import mail, progress
@@ -127,8 +128,14 @@ def states_of(job_ids: Iterable[str]) -> dict[str, StallState]:
     pipe = connect_to_redis().pipeline(transaction=False)
     for job_id in ids:
         pipe.hgetall(stall_key(job_id))
+    try:
+        records = pipe.execute()
+    except RedisError as exc:
+        # A page or a scrape goes on without the stalls rather than failing.
+        log.warning("Cannot read the stall records from Redis: %s", exc)
+        return {}
     return {job_id: _state(job_id, record)
-            for job_id, record in zip(ids, pipe.execute()) if record}
+            for job_id, record in zip(ids, records) if record}
 
 
 def _signature(job: HarvestJob) -> str:
@@ -223,7 +230,12 @@ def check_jobs(context: Context, jobs: Iterable[HarvestJob],
     for job in jobs:
         if job.status != JobStatus.RUNNING.value:
             continue
-        state, _newly = check_job(job, minutes)
+        try:
+            state, _newly = check_job(job, minutes)
+        except RedisError:
+            # Monitoring must not stop the scheduler: jobs are still closed.
+            log.exception("Cannot check harvest job %s for a stall", job.id)
+            continue
         if not state.stalled:
             continue
         stalled.append(state)
