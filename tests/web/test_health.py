@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 from ckan import model
+from ckan.plugins import toolkit
 
 from ckanext.harvest.lib import stalls
 from ckanext.harvest.model import HarvestJob, JobStatus
@@ -179,3 +180,16 @@ def test_job_page_shows_done_total_rate_and_eta(world, client):
     eta = re.search(r'class="harvest-job-eta" data-seconds="(\d+)">About (.+?) left<', body)
     assert eta, body
     assert "harvest-job-stalled" not in body
+
+
+def test_a_source_with_a_new_job_is_waiting(world, client, fresh_source):
+    source = fresh_source(title="Queued source")
+    job_id = toolkit.get_action("harvest_job_create")(
+        {"ignore_auth": True, "user": ""}, {"source_id": source["id"], "run": False})["id"]
+
+    response = client("sysadmin").get("/harvest/health?state=waiting")
+
+    assert [row["name"] for row in _rows(response)] == [source["name"]]
+    waiting = re.search(r'id="harvest-health-waiting">(\d+)<', _body(response))
+    assert waiting and int(waiting[1]) == _status_count(JobStatus.NEW.value) >= 1
+    toolkit.get_action("harvest_job_abort")({"ignore_auth": True, "user": ""}, {"id": job_id})

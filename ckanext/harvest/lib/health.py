@@ -56,39 +56,59 @@ TIMELINE_JOBS = 300
 #: The states of a source, most urgent first.
 SOURCE_STATES = ("stalled", "running", "waiting", "failing", "inactive", "never run", "ok")
 
+# Which of the jobs of ``jobs`` (a CTE) failed: set-based, one pass over the
+# gather errors and the ERROR objects (the tables have no index on the job id).
+_FAILED = """
+    failed_jobs AS (
+        SELECT harvest_job_id AS id FROM harvest_gather_error
+        WHERE harvest_job_id IN (SELECT id FROM jobs)
+        UNION
+        SELECT harvest_job_id FROM harvest_object
+        WHERE state = :error AND harvest_job_id IN (SELECT id FROM jobs))
+"""
+
 _FINISHED_JOBS = sa.text("""
-    SELECT j.id, j.source_id, j.created, j.gather_started, j.finished,
-           (EXISTS (SELECT 1 FROM harvest_gather_error g WHERE g.harvest_job_id = j.id)
-            OR EXISTS (SELECT 1 FROM harvest_object o
-                       WHERE o.harvest_job_id = j.id AND o.state = :error)) AS failed
-    FROM (SELECT *, row_number() OVER (PARTITION BY source_id
-                                       ORDER BY created DESC) AS n
-          FROM harvest_job WHERE status = :finished) AS j
-    WHERE j.n <= :history
+    WITH jobs AS (
+        SELECT id, source_id, created, gather_started, finished
+        FROM (SELECT id, source_id, created, gather_started, finished,
+                     row_number() OVER (PARTITION BY source_id
+                                        ORDER BY created DESC) AS n
+              FROM harvest_job WHERE status = :finished) AS numbered
+        WHERE n <= :history),
+""" + _FAILED + """
+    SELECT j.*, f.id IS NOT NULL AS failed
+    FROM jobs j LEFT JOIN failed_jobs f ON f.id = j.id
     ORDER BY j.source_id, j.created DESC
 """)
 
 _SOURCES = sa.text("""
+    WITH open_jobs AS (
+        SELECT source_id,
+               (array_agg(id ORDER BY created DESC)
+                    FILTER (WHERE status = :running))[1] AS running_job,
+               bool_or(status = :new) AS waiting
+        FROM harvest_job WHERE status IN (:running, :new)
+        GROUP BY source_id)
     SELECT s.id, p.name, coalesce(nullif(p.title, ''), s.title, p.name) AS title,
-           s.active, s.frequency, s.next_run,
-           (SELECT j.id FROM harvest_job j
-            WHERE j.source_id = s.id AND j.status = :running
-            ORDER BY j.created DESC LIMIT 1) AS running_job,
-           EXISTS (SELECT 1 FROM harvest_job j
-                   WHERE j.source_id = s.id AND j.status = :new) AS waiting
+           s.active, s.frequency, s.next_run, o.running_job,
+           coalesce(o.waiting, false) AS waiting
     FROM harvest_source s JOIN package p ON p.id = s.id
+    LEFT JOIN open_jobs o ON o.source_id = s.id
     WHERE p.state = 'active'
 """)
 
 _TIMELINE = sa.text("""
-    SELECT j.id, j.source_id, p.name, j.status, j.created, j.gather_started, j.finished,
-           (EXISTS (SELECT 1 FROM harvest_gather_error g WHERE g.harvest_job_id = j.id)
-            OR EXISTS (SELECT 1 FROM harvest_object o
-                       WHERE o.harvest_job_id = j.id AND o.state = :error)) AS failed
-    FROM harvest_job j JOIN package p ON p.id = j.source_id
-    WHERE j.finished IS NULL OR j.finished >= :since
+    WITH jobs AS (
+        SELECT j.id, j.source_id, p.name, j.status, j.created, j.gather_started,
+               j.finished
+        FROM harvest_job j JOIN package p ON p.id = j.source_id
+        WHERE j.finished IS NULL OR j.finished >= :since
+        ORDER BY coalesce(j.gather_started, j.created) DESC
+        LIMIT :limit),
+""" + _FAILED + """
+    SELECT j.*, f.id IS NOT NULL AS failed
+    FROM jobs j LEFT JOIN failed_jobs f ON f.id = j.id
     ORDER BY coalesce(j.gather_started, j.created) DESC
-    LIMIT :limit
 """)
 
 
