@@ -193,3 +193,10 @@ def test_a_source_with_a_new_job_is_waiting(world, client, fresh_source):
     waiting = re.search(r'id="harvest-health-waiting">(\d+)<', _body(response))
     assert waiting and int(waiting[1]) == _status_count(JobStatus.NEW.value) >= 1
     toolkit.get_action("harvest_job_abort")({"ignore_auth": True, "user": ""}, {"id": job_id})
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_source_search_links_to_the_health_page_for_sysadmins(world, client, role):
+    body = _body(client(role).get("/harvest/"))
+
+    assert ('id="harvest-health-link"' in body) == (role == "sysadmin")
