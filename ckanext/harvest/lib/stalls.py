@@ -24,8 +24,10 @@ Redis (``ckan.redis.url``), a hash at :func:`stall_key`:
     ``1`` once the e-mail of the current stall went out.
 
 A job that moves again loses ``stalled`` and ``mailed``: its next stall is
-mailed again. Records expire :data:`RECORD_TTL_SECONDS` after the last check;
-a finished job's record is ignored.
+mailed again. A gathered job whose objects are all done is not stalled: it
+only waits for ``harvester run`` to close it. Records expire
+:data:`RECORD_TTL_SECONDS` after the last check; a finished job's record is
+ignored.
 """
 from __future__ import annotations
 
@@ -138,8 +140,7 @@ def states_of(job_ids: Iterable[str]) -> dict[str, StallState]:
             for job_id, record in zip(ids, records) if record}
 
 
-def _signature(job: HarvestJob) -> str:
-    counts = progress.object_state_counts(job.id)
+def _signature(counts: Mapping[Any, int]) -> str:
     return json.dumps({str(state): count for state, count in counts.items()},
                       sort_keys=True)
 
@@ -154,7 +155,13 @@ def check_job(job: HarvestJob, minutes: float,
     now = now or utcnow()
     key = stall_key(job.id)
     client = connect_to_redis()
-    signature = _signature(job)
+    counts = progress.object_state_counts(job.id)
+    if job.gather_finished and progress.objects_done(counts) == sum(counts.values()):
+        # Every object is done: the job only waits for this run to close it.
+        client.delete(key)
+        return StallState(job_id=job.id, last_moved=None, stalled_since=None,
+                          mailed=False), False
+    signature = _signature(counts)
     recorded = {_text(k): _text(v) for k, v in client.hgetall(key).items()}
     if recorded.get("signature") != signature:
         first_seen = not recorded
