@@ -32,7 +32,7 @@ from ckanext.harvest import options
 from ckanext.harvest.harvesters import _package
 from ckanext.harvest.harvesters._package import NameOrNone, PackageDictForm
 from ckanext.harvest.interfaces import IHarvester
-from ckanext.harvest.lib import detaching, hashes, indexing, removals
+from ckanext.harvest.lib import detaching, hashes, indexing, removals, stages
 from ckanext.harvest.model import (
     ErrorStage,
     HarvestGatherError,
@@ -352,25 +352,31 @@ class HarvesterBase(p.SingletonPlugin):
         context = self._package_write_context()
         if self.config and self.config.get("clean_tags") and "tags" in package_dict:
             package_dict["tags"] = self._clean_tags(package_dict["tags"])
-        if removals.was_withdrawn(package_dict.get("id")):
+        default_lookup = self._default_lookup()
+        # One query tells a new dataset (nothing to restore, compare or look up).
+        found = _package.find_package(package_dict.get("id")) if default_lookup else None
+        if ((found is not None or not default_lookup)
+                and removals.was_withdrawn(package_dict.get("id"))):
             return self._restore_package(context, package_dict, harvest_object, form)
         content_hash = self._content_hash(harvest_object)
         verdict: Optional[bool] = None
-        try:
-            if self._default_lookup():
-                verdict = self._fast_verdict(package_dict, harvest_object, content_hash)
-                if verdict:
-                    return self._skipped(harvest_object)
-            existing = self._find_existing_package(package_dict)
-        except toolkit.ObjectNotFound:
-            # Recorded first: package_create commits it with the dataset.
-            _package.record_remote_modified(harvest_object, package_dict)
-            self._create_package(context, package_dict, harvest_object, form)
-        else:
-            if not self._write_existing(context, package_dict, existing, harvest_object,
-                                        form, verdict, content_hash):
-                return UNCHANGED
-        if content_hash is not None:
+        with hashes.recording(harvest_object, content_hash) as recorded:
+            try:
+                if default_lookup:
+                    verdict = self._fast_verdict(package_dict, harvest_object,
+                                                 content_hash, found)
+                    if verdict:
+                        return self._skipped(harvest_object)
+                existing = self._find_existing_package(package_dict)
+            except toolkit.ObjectNotFound:
+                # Recorded first: package_create commits it with the dataset.
+                _package.record_remote_modified(harvest_object, package_dict)
+                self._create_package(context, package_dict, harvest_object, form)
+            else:
+                if not self._write_existing(context, package_dict, existing,
+                                            harvest_object, form, verdict, content_hash):
+                    return UNCHANGED
+        if not recorded.done and content_hash is not None:
             hashes.record_import(harvest_object, content_hash, package_dict["id"])
         model.Session.commit()  # the hash, and what an override deferred
         return True
@@ -394,12 +400,13 @@ class HarvesterBase(p.SingletonPlugin):
         return True
 
     def _fast_verdict(self, package_dict: dict[str, Any], harvest_object: HarvestObject,
-                      content_hash: Optional[str]) -> Optional[bool]:
+                      content_hash: Optional[str],
+                      found: Optional[tuple[str, str]]) -> Optional[bool]:
         """Whether the write can be skipped, decided without building the dataset
-        dict (package_show) when it is not needed: a new dataset (raises
+        dict (package_show) when it is not needed: a new dataset (``found``, the
+        id and name of the local dataset with that id or name, is None: raises
         ObjectNotFound), or one unchanged since its last import (True, its local
         name set in ``package_dict``). None: undecided."""
-        found = _package.find_package(package_dict.get("id"))
         if found is None:
             raise toolkit.ObjectNotFound()
         if found[0] != package_dict["id"]:
@@ -525,6 +532,8 @@ class HarvesterBase(p.SingletonPlugin):
         data_dict = _package.action_form(package_dict, form, context)
         with indexing.writing(harvest_object):
             toolkit.get_action("package_create")(context, data_dict)
+        # A new dataset: no other object can refer to it.
+        stages.dataset_written(harvest_object, other_objects=0)
 
     def _update_package(
         self,
@@ -549,15 +558,17 @@ class HarvesterBase(p.SingletonPlugin):
             _package.reuse_unchanged_resources(data_dict, existing)
         # Written before the update, which commits them with the dataset (or rolls
         # them back with it).
-        model.Session.query(HarvestObject).filter(
-            HarvestObject.package_id == package_dict["id"]
+        model.Session.add(harvest_object)
+        others = model.Session.query(HarvestObject).filter(
+            HarvestObject.package_id == package_dict["id"],
+            HarvestObject.id != harvest_object.id,
         ).update({"current": False})
         harvest_object.package_id = package_dict["id"]
         harvest_object.current = True
-        model.Session.add(harvest_object)
         model.Session.flush()
         with indexing.writing(harvest_object):
             toolkit.get_action("package_update")(context, data_dict)
+        stages.dataset_written(harvest_object, other_objects=others)
 
     def _find_existing_package(self, package_dict: dict[str, Any]) -> dict[str, Any]:
         """Return the local dataset with ``package_dict['id']`` (override to match
