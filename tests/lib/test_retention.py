@@ -21,10 +21,8 @@ from ckanext.harvest import queue
 from ckanext.harvest.harvesters.base import HarvesterBase
 from ckanext.harvest.lib import detaching, removals, retention
 from ckanext.harvest.model import (
-    HarvestGatherError,
     HarvestJob,
     HarvestObject,
-    HarvestObjectError,
     HarvestObjectExtra,
     HarvestSource,
     JobStatus,
@@ -33,6 +31,7 @@ from ckanext.harvest.model import (
 )
 from ckanext.harvest.tests import factories as harvest_factories
 from ckanext.harvest.tests.lib import run_harvest_job
+from tests.support.jobs import old_job
 from tests.support.marks import harvest_site
 
 pytestmark = harvest_site(index=False)
@@ -46,36 +45,6 @@ def _source(datasets: Optional[list[dict[str, Any]]] = None, **config: Any) -> H
     return harvest_factories.HarvestSourceObj(
         url="http://retention-{}.example.org/".format(utcnow().timestamp()),
         config=json.dumps(config), source_type="test")
-
-
-def _job(source: HarvestSource, age_days: float, status: str = JobStatus.FINISHED.value,
-         objects: int = 2, current: bool = False, clean: bool = False) -> str:
-    """A job created ``age_days`` ago with ``objects`` objects, each with an extra.
-
-    Not clean (an error per object, report status ``errored``) unless ``clean``
-    (objects ``not modified``); with ``current`` its first object is current.
-    """
-    created = utcnow() - datetime.timedelta(days=age_days)
-    job = HarvestJob(source_id=source.id, status=status, created=created,
-                     gather_started=created, gather_finished=created, finished=created)
-    model.Session.add(job)
-    model.Session.flush()
-    for n in range(objects):
-        obj = HarvestObject(
-            guid="g{}".format(n), job=job, source=source,
-            state=ObjectState.COMPLETE.value if clean else ObjectState.ERROR.value,
-            report_status="not modified" if clean else "errored",
-            current=current and n == 0, content="{}")
-        model.Session.add(obj)
-        model.Session.flush()
-        model.Session.add(HarvestObjectExtra(harvest_object_id=obj.id, key="k", value="v"))
-        if not clean:
-            model.Session.add(HarvestObjectError(harvest_object_id=obj.id, message="bad",
-                                                 stage="Import"))
-    if not clean:
-        model.Session.add(HarvestGatherError(harvest_job_id=job.id, message="page failed"))
-    model.Session.commit()
-    return job.id
 
 
 def _job_ids(source: HarvestSource) -> set[str]:
@@ -112,9 +81,9 @@ def _clean(keep_jobs: int = 0, keep_days: int = 0, source_id: Optional[str] = No
 def test_keep_jobs_keeps_the_last_jobs_of_each_source_and_removes_the_rest_whole():
     source = _source()
     ages = [50, 40, 30, 20, 10]
-    jobs = [_job(source, age) for age in ages]
+    jobs = [old_job(source, age) for age in ages]
     other = _source()
-    other_jobs = {_job(other, age) for age in (60, 55)}
+    other_jobs = {old_job(other, age) for age in (60, 55)}
     before = _counts()
 
     outcome = _clean(keep_jobs=2, batch_objects=1)
@@ -132,7 +101,7 @@ def test_keep_jobs_keeps_the_last_jobs_of_each_source_and_removes_the_rest_whole
 
 def test_keep_days_removes_the_jobs_created_before_the_period():
     source = _source()
-    jobs = {age: _job(source, age) for age in (30, 20, 5, 1)}
+    jobs = {age: old_job(source, age) for age in (30, 20, 5, 1)}
 
     outcome = _clean(keep_days=10)
 
@@ -144,8 +113,8 @@ def test_with_both_rules_a_job_kept_by_either_is_kept():
     # a: the count keeps 20 and 15 (the period keeps none of them);
     # b: the count keeps 3 and 1, the period also keeps 5.
     a, b = _source(), _source()
-    a_jobs = {age: _job(a, age) for age in (30, 20, 15)}
-    b_jobs = {age: _job(b, age) for age in (30, 5, 3, 1)}
+    a_jobs = {age: old_job(a, age) for age in (30, 20, 15)}
+    b_jobs = {age: old_job(b, age) for age in (30, 5, 3, 1)}
 
     outcome = _clean(keep_jobs=2, keep_days=10)
 
@@ -156,7 +125,7 @@ def test_with_both_rules_a_job_kept_by_either_is_kept():
 
 def test_without_any_rule_nothing_is_removed():
     source = _source()
-    jobs = {_job(source, age) for age in (400, 300)}
+    jobs = {old_job(source, age) for age in (400, 300)}
 
     chosen = retention.plan(retention.Policy())
 
@@ -166,8 +135,8 @@ def test_without_any_rule_nothing_is_removed():
 
 def test_source_limits_the_removal_to_one_source():
     one, two = _source(), _source()
-    one_jobs = [_job(one, age) for age in (30, 20)]
-    two_jobs = {_job(two, age) for age in (30, 20)}
+    one_jobs = [old_job(one, age) for age in (30, 20)]
+    two_jobs = {old_job(two, age) for age in (30, 20)}
 
     _clean(keep_jobs=1, source_id=one.id)
 
@@ -195,9 +164,9 @@ def test_an_invalid_site_option_is_one_line(ckan_config):
 @pytest.mark.parametrize("status", [JobStatus.NEW.value, JobStatus.RUNNING.value])
 def test_a_job_that_is_not_finished_is_never_removed(status):
     source = _source()
-    waiting = _job(source, 100, status=status)
-    old = _job(source, 90)
-    newest = _job(source, 1)
+    waiting = old_job(source, 100, status=status)
+    old = old_job(source, 90)
+    newest = old_job(source, 1)
 
     chosen = retention.plan(retention.Policy(keep_jobs=1))
     retention.apply(chosen)
@@ -208,9 +177,9 @@ def test_a_job_that_is_not_finished_is_never_removed(status):
 
 def test_a_job_owning_a_current_object_is_never_removed():
     source = _source()
-    owner = _job(source, 100, current=True)
-    old = _job(source, 90)
-    newest = _job(source, 1)
+    owner = old_job(source, 100, current=True)
+    old = old_job(source, 90)
+    newest = old_job(source, 1)
 
     chosen = retention.plan(retention.Policy(keep_jobs=1, keep_days=10))
     outcome = retention.apply(chosen)
@@ -223,22 +192,22 @@ def test_a_job_owning_a_current_object_is_never_removed():
 
 def test_the_last_error_free_job_is_never_removed():
     source = _source()
-    _job(source, 100, clean=True)
-    last_clean = _job(source, 90, clean=True)
-    with_errors = [_job(source, age) for age in (80, 70)]
+    old_job(source, 100, clean=True)
+    last_clean = old_job(source, 90, clean=True)
+    with_errors = [old_job(source, age) for age in (80, 70)]
     probe = types.SimpleNamespace(source=source, id="")
-    assert HarvesterBase.last_error_free_job(probe).id == last_clean
+    assert HarvesterBase.last_error_freeold_job(probe).id == last_clean
 
     _clean(keep_jobs=1)
 
     assert _job_ids(source) == {last_clean, with_errors[-1]}
     model.Session.expire_all()
-    assert HarvesterBase.last_error_free_job(probe).id == last_clean
+    assert HarvesterBase.last_error_freeold_job(probe).id == last_clean
 
 
 def test_detach_markers_are_never_touched():
     source = _source()
-    _job(source, 100)
+    old_job(source, 100)
     marker_id = "detach-marker"
     model.Session.execute(sa.insert(HarvestObject).values(
         id=marker_id, guid="", current=False, state=ObjectState.COMPLETE.value))
@@ -279,7 +248,7 @@ def test_removals_keep_the_jobs_they_need_until_the_datasets_are_restored():
 
     first = harvest(datasets, 100)
     held = harvest([], 90)                    # listed nothing: the circuit breaker holds
-    fillers = [_job(source, age) for age in (80, 70)]
+    fillers = [old_job(source, age) for age in (80, 70)]
 
     _clean(keep_jobs=1)                       # the held job is kept for its approval
     assert _job_ids(source) == {first, held, fillers[-1]}
