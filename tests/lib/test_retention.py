@@ -196,13 +196,13 @@ def test_the_last_error_free_job_is_never_removed():
     last_clean = old_job(source, 90, clean=True)
     with_errors = [old_job(source, age) for age in (80, 70)]
     probe = types.SimpleNamespace(source=source, id="")
-    assert HarvesterBase.last_error_freeold_job(probe).id == last_clean
+    assert HarvesterBase.last_error_free_job(probe).id == last_clean
 
     _clean(keep_jobs=1)
 
     assert _job_ids(source) == {last_clean, with_errors[-1]}
     model.Session.expire_all()
-    assert HarvesterBase.last_error_freeold_job(probe).id == last_clean
+    assert HarvesterBase.last_error_free_job(probe).id == last_clean
 
 
 def test_detach_markers_are_never_touched():
