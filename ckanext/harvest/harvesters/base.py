@@ -32,15 +32,13 @@ from ckanext.harvest import options
 from ckanext.harvest.harvesters import _package
 from ckanext.harvest.harvesters._package import NameOrNone, PackageDictForm
 from ckanext.harvest.interfaces import IHarvester
-from ckanext.harvest.lib import detaching, hashes, indexing, removals, stages
+from ckanext.harvest.lib import detaching, hashes, indexing, jobs, removals, stages
 from ckanext.harvest.model import (
     ErrorStage,
     HarvestGatherError,
     HarvestJob,
     HarvestObject,
     HarvestObjectError,
-    JobStatus,
-    ReportStatus,
 )
 
 __all__ = [
@@ -285,24 +283,9 @@ class HarvesterBase(p.SingletonPlugin):
         :param harvest_job: the job being run (never returned)
         :returns: the most recently gathered clean job, or None
         """
-        bad_objects = sa.exists().where(
-            HarvestObject.harvest_job_id == HarvestJob.id,
-            HarvestObject.current.is_(False),
-            HarvestObject.report_status != ReportStatus.NOT_MODIFIED.value,
-        )
-        gather_errors = sa.exists().where(
-            HarvestGatherError.harvest_job_id == HarvestJob.id
-        )
-        return (
-            model.Session.query(HarvestJob)
-            .filter(HarvestJob.source == harvest_job.source)
-            .filter(HarvestJob.id != harvest_job.id)
-            .filter(HarvestJob.gather_started.isnot(None))
-            .filter(HarvestJob.status == JobStatus.FINISHED.value)
-            .filter(~gather_errors, ~bad_objects)
-            .order_by(HarvestJob.gather_started.desc())
-            .first()
-        )
+        source = harvest_job.source
+        return jobs.last_error_free_job(source.id if source is not None else None,
+                                        harvest_job.id)
 
     #: The older, private spelling, still called by some harvesters.
     _last_error_free_job = last_error_free_job
