@@ -58,6 +58,7 @@ __all__ = [
     "adopt",
     "canonical",
     "create_objects",
+    "current_import",
     "dataset_written",
     "force_key",
     "harvester_fingerprint",
@@ -175,6 +176,29 @@ def _previous_query() -> Any:
         .outerjoin(modified, sa.and_(modified.harvest_object_id == HarvestObject.id,
                                      modified.key == LOCAL_MODIFIED_KEY))
         .filter(HarvestObject.current.is_(True))
+    )
+
+
+def current_import(package_id: Any) -> Any:
+    """SQL lateral subquery (columns ``guid``, ``object_id``, ``content_hash``,
+    ``recorded_modified``): the current object of the dataset ``package_id`` (a
+    column of the enclosing query) and what its import recorded, as
+    :func:`previous_import`; no row when the dataset has no current object."""
+    current = sa.orm.aliased(HarvestObject)
+    extra = sa.orm.aliased(HarvestObjectExtra)
+    modified = sa.orm.aliased(HarvestObjectExtra)
+    return (
+        sa.select(current.guid.label("guid"), current.id.label("object_id"),
+                  extra.value.label("content_hash"),
+                  modified.value.label("recorded_modified"))
+        .outerjoin(extra, sa.and_(extra.harvest_object_id == current.id,
+                                  extra.key == HASH_KEY))
+        .outerjoin(modified, sa.and_(modified.harvest_object_id == current.id,
+                                     modified.key == LOCAL_MODIFIED_KEY))
+        .where(current.package_id == package_id, current.current.is_(True))
+        .order_by(current.import_finished.desc().nullslast())
+        .limit(1)
+        .lateral()
     )
 
 
