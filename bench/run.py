@@ -546,6 +546,11 @@ def table(results: dict[str, Any]) -> str:
         rows.extend(gather_rows(results["gather_memory"]))
     if results.get("site_scale"):
         rows.extend(site_rows(results["site_scale"]))
+    if results.get("retention"):
+        import retention
+
+        rows.extend(("(6) %s" % figure, "", "", "", "", "", "", "%s (%s)" % (value, note))
+                    for figure, value, note in retention.rows(results["retention"]))
     return _fmt_table(rows)
 
 
@@ -618,6 +623,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="(4) also gathers N = 100,000 (a few minutes more)")
     parser.add_argument("--no-site", action="store_true",
                         help="skip (5), the pages and actions at scale")
+    parser.add_argument("--no-retention", action="store_true",
+                        help="skip (6), the retention of 1,000,000 objects")
+    parser.add_argument("--only-retention", action="store_true",
+                        help="only (6): bench/retention.py (no remote, no harvest)")
     args = parser.parse_args(argv)
     config = json.loads(args.config)
     if args.incremental:
@@ -683,12 +692,21 @@ def measure(args: argparse.Namespace, local_ini: str, remote_ini: str) -> dict[s
     return results
 
 
+def retention_main() -> int:
+    """``--only-retention``: (6) alone, printed as bench/retention.py prints it."""
+    import retention
+
+    return retention.main([])
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--inprocess":
         inprocess_main(argv[1], argv[2], argv[3:])
         return 0
     args = parse_args(argv)
+    if args.only_retention:
+        return retention_main()
     local_ini, remote_ini = write_inis()
     for log in STATE.glob("*.log"):
         log.unlink()
@@ -712,6 +730,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not args.no_site:
             say("(5) pages and actions at scale: bench/site_scale.py")
             results["site_scale"] = site_scale.measure(site_scale.parse_args(["--repeat", "3"]))
+        if not args.no_retention:
+            import retention
+
+            say("(6) retention at scale: bench/retention.py")
+            results["retention"] = retention.measure(retention.parse_args([]))
     results.update({
         "n": args.n, "seeding_seconds": seeding, "fetch_consumers": args.fetch_consumers,
         "mode": args.source_config,

@@ -64,15 +64,16 @@ def uid(*parts: Any) -> str:
 # --- the database and the configuration --------------------------------------------
 
 
-def ensure_database() -> None:
-    query = "select 1 from pg_database where datname='%s'" % DB
+def ensure_database(name: str = DB) -> None:
+    """Create the database ``name`` (owner ckan_default) if it does not exist."""
+    query = "select 1 from pg_database where datname='%s'" % name
     found = subprocess.run(["su", "postgres", "-c", 'psql -Atqc "%s"' % query],
                            capture_output=True, text=True, check=True).stdout.strip()
     if found != "1":
-        say("creating database %s" % DB)
+        say("creating database %s" % name)
         subprocess.run(["su", "postgres", "-c", "psql -v ON_ERROR_STOP=1 -qc \"create "
                         "database %s owner ckan_default encoding 'utf-8' template "
-                        "template0\"" % DB], check=True)
+                        "template0\"" % name], check=True)
 
 
 def solr_url() -> str:

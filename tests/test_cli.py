@@ -26,6 +26,7 @@ from typing import Any, Optional
 import click
 import pytest
 import redis
+import sqlalchemy as sa
 from ckan import model
 from ckan.cli.cli import ckan as ckan_command
 from ckan.plugins import toolkit
@@ -41,6 +42,7 @@ from ckanext.harvest.model import (
 )
 from ckanext.harvest.plugin import Harvest
 from ckanext.harvest.tests import factories as harvest_factories
+from tests.support.jobs import old_job
 from tests.support.marks import harvest_site
 
 pytestmark = harvest_site(
@@ -52,7 +54,7 @@ COMMANDS = [
     "source", "sources", "job", "jobs", "job-abort", "abort-failed-jobs",
     "purge-queues", "gather-consumer", "fetch-consumer", "run", "run-test", "import",
     "clean-harvest-log", "job-all", "reindex", "harvesters_info", "preview",
-    "job-status",
+    "job-status", "clean-jobs",
 ]
 SOURCE_COMMANDS = ["create", "show", "remove", "clear", "clear-history", "detach"]
 ALIASES = [
@@ -894,6 +896,119 @@ def test_clean_harvest_log_deletes_old_records(run, command):
     assert result.stdout == ""
     model.Session.expire_all()
     assert [row.content for row in model.Session.query(HarvestLog)] == ["recent"]
+
+
+# --- clean-jobs and the retention of run -----------------------------------------------
+
+_HARVEST_TABLES = ("harvest_job", "harvest_object", "harvest_object_extra",
+                   "harvest_object_error", "harvest_gather_error")
+
+
+def _row_counts() -> dict[str, int]:
+    model.Session.remove()
+    return {table: model.Session.execute(sa.text("SELECT count(*) FROM " + table)).scalar()
+            for table in _HARVEST_TABLES}
+
+
+def _old_jobs(source: dict[str, Any], ages: tuple[int, ...] = (40, 30, 20, 10)) -> list[str]:
+    return [old_job(HarvestSource.get(source["id"]), age) for age in ages]
+
+
+def test_clean_jobs_removes_the_jobs_past_the_options_and_prints_the_counts(run):
+    source = _source()
+    jobs = _old_jobs(source)
+
+    result = run("clean-jobs", "--keep", "2", "--older-than", "25")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ("Removed 2 job(s) of 1 source(s): 4 object(s), 4 object "
+                             "error(s), 2 gather error(s).\n")
+    assert {job.id for job in _jobs_of(source["id"])} == set(jobs[2:])
+
+
+def test_clean_jobs_dry_run_prints_the_same_counts_and_removes_nothing(run):
+    source = _source()
+    _old_jobs(source)
+    old_job(HarvestSource.get(source["id"]), 50, current=True)
+    before = _row_counts()
+
+    result = run("clean-jobs", "--keep", "1", "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "Would remove 3 job(s) of 1 source(s): 6 object(s), 6 object error(s), 3 gather "
+        "error(s). Kept 1 older job(s) that are protected. Nothing was removed "
+        "(--dry-run).\n")
+    assert _row_counts() == before
+
+
+def test_clean_jobs_of_one_source(run):
+    one, two = _source(), _source(url="http://two.example.com")
+    one_jobs, two_jobs = _old_jobs(one), _old_jobs(two)
+
+    result = run("clean-jobs", "--keep", "1", "--source", one["name"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Removed 3 job(s) of 1 source(s)")
+    assert {job.id for job in _jobs_of(one["id"])} == {one_jobs[-1]}
+    assert {job.id for job in _jobs_of(two["id"])} == set(two_jobs)
+
+
+@pytest.mark.ckan_config("ckan.harvest.keep_days", "15")
+def test_clean_jobs_without_options_applies_the_site_options(run):
+    source = _source()
+    jobs = _old_jobs(source)
+
+    result = run("clean-jobs")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Removed 3 job(s) of 1 source(s)")
+    assert {job.id for job in _jobs_of(source["id"])} == {jobs[-1]}
+
+
+def test_clean_jobs_without_options_nor_site_options_is_one_error_line(run):
+    source = _source()
+    jobs = _old_jobs(source)
+
+    result = run("clean-jobs")
+
+    assert result.exit_code == 1
+    assert result.stderr == ("Nothing to do: give --keep or --older-than, or set "
+                             "ckan.harvest.keep_jobs or ckan.harvest.keep_days.\n")
+    assert len(_jobs_of(source["id"])) == len(jobs)
+
+
+def test_clean_jobs_shows_a_progress_bar_in_a_terminal(run, monkeypatch):
+    _old_jobs(_source())
+    monkeypatch.setattr("ckanext.harvest.cli.base.interactive", lambda: True)
+
+    result = run("clean-jobs", "--keep", "1")
+
+    assert result.exit_code == 0, result.output
+    assert "Removing harvest jobs" in result.stdout
+    assert result.stdout.endswith("3 gather error(s).\n")
+
+
+@pytest.mark.ckan_config("ckan.harvest.keep_jobs", "1")
+def test_run_applies_the_site_retention_and_prints_nothing(run):
+    source = _source()
+    jobs = _old_jobs(source)
+
+    result = run("run")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert {job.id for job in _jobs_of(source["id"])} == {jobs[-1]}
+
+
+def test_run_without_retention_options_keeps_every_job(run):
+    source = _source()
+    jobs = _old_jobs(source, ages=(4000, 3000))
+
+    result = run("run")
+
+    assert result.exit_code == 0, result.output
+    assert {job.id for job in _jobs_of(source["id"])} == set(jobs)
 
 
 def test_harvesters_info_prints_the_list(run):

@@ -35,6 +35,10 @@ NAME_APPEND = "ckanext.harvest.default_dataset_name_append"
 USER_NAME = "ckanext.harvest.user_name"
 MAX_OBJECTS_PER_JOB = "ckan.harvest.max_objects_per_job"
 
+# -- retention of old jobs (ckan harvester run, clean-jobs) -----------------------------
+KEEP_JOBS = "ckan.harvest.keep_jobs"
+KEEP_DAYS = "ckan.harvest.keep_days"
+
 # -- removal of datasets missing at the source (site default of delete_missing) ------
 DELETE_MISSING_MODE = "ckan.harvest.delete_missing.mode"
 DELETE_MISSING_AFTER_DAYS = "ckan.harvest.delete_missing.after_days"

@@ -6,13 +6,14 @@ from collections import OrderedDict
 from types import ModuleType
 from typing import Any, Callable
 
+from ckan import model
 from ckan import plugins as p
 from ckan.lib.plugins import DefaultDatasetForm, DefaultTranslation
 from ckan.plugins import toolkit
 
 from ckanext.harvest import mq
 from ckanext.harvest.constants import DATASET_TYPE_NAME, N_
-from ckanext.harvest.lib import dblog, indexing, secret_config, sources
+from ckanext.harvest.lib import dblog, hashes, indexing, secret_config, sources
 from ckanext.harvest.logic import schema as harvest_schema
 from ckanext.harvest.model import HarvestSource
 
@@ -220,6 +221,12 @@ class Harvest(p.SingletonPlugin, DefaultDatasetForm, DefaultTranslation):
         return OrderedDict(SOURCE_FACETS)
 
     # IPackageController
+
+    def create(self, entity: model.Package) -> None:
+        hashes.dataset_written(entity)
+
+    def edit(self, entity: model.Package) -> None:
+        hashes.dataset_written(entity)
 
     def after_dataset_create(self, context: Any, data_dict: dict[str, Any]) -> None:
         if _is_harvest_source(data_dict) and not self.startup:

@@ -54,6 +54,16 @@ CASES: list[tuple[str, list[str], int, str]] = [
     # "import" goes on with the other sources when one is unknown (exit status 0)
     ("import-unknown-source", ["import", "nope"], 0, "Source <nope> not found."),
     ("unknown-command", ["harvest-everything"], 2, "No such command"),
+    ("clean-jobs-bad-days", ["clean-jobs", "--older-than", "soon"], 2,
+     "'soon' is not a number of days: give a whole number, 1 or more"),
+    ("clean-jobs-negative-days", ["clean-jobs", "--older-than", "-3"], 2,
+     "'-3' is not a number of days: give a whole number, 1 or more"),
+    ("clean-jobs-zero-keep", ["clean-jobs", "--keep", "0"], 2,
+     "'0' is not a number of jobs: give a whole number, 1 or more"),
+    ("clean-jobs-fraction-keep", ["clean-jobs", "--keep", "2.5"], 2,
+     "'2.5' is not a number of jobs: give a whole number, 1 or more"),
+    ("clean-jobs-unknown-source", ["clean-jobs", "--keep", "1", "--source", "nope"], 1,
+     "Source <nope> not found."),
 ]
 
 

@@ -906,6 +906,12 @@ def test_new_content_is_written_even_with_the_same_remote_date(
     assert _package(hashed.package_id)["title"] == "New title"
     assert tuple(_object_row(new.id)) == (True, hashed.package_id)
     assert _extras_of(new)[hashes.HASH_KEY] != _extras_of(hashed)[hashes.HASH_KEY]
+    # Recorded in the update's own transaction, with the date it committed.
+    model.Session.expire_all()
+    assert _extras_of(new)[hashes.LOCAL_MODIFIED_KEY] == (
+        model.Package.get(hashed.package_id).metadata_modified.isoformat())
+    assert harvester._create_or_update_package(
+        data, _again(new), "package_show") == "unchanged"
 
 
 @pytest.mark.parametrize("change", ["source config", "local edit", "forced job"])

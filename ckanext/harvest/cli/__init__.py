@@ -10,6 +10,7 @@ like CKAN core's ``ckan/cli/``:
 * :mod:`~ckanext.harvest.cli.run_test`: ``run-test``;
 * :mod:`~ckanext.harvest.cli.reports`: ``preview`` and ``job errors``;
 * :mod:`~ckanext.harvest.cli.removals`: ``job approve-removals``;
+* :mod:`~ckanext.harvest.cli.retention`: ``clean-jobs``;
 * :mod:`~ckanext.harvest.cli.queues`: ``purge-queues`` and the consumers;
 * :mod:`~ckanext.harvest.cli.maintenance`: ``import``, ``reindex``,
   ``clean-harvest-log``, ``harvesters_info``.
@@ -29,6 +30,7 @@ from ckanext.harvest.cli import (
     queues,
     removals,
     reports,
+    retention,
     run_test,
     sources,
     status,
@@ -67,6 +69,7 @@ for _subcommand in (
     queues.gather_consumer_command,
     queues.fetch_consumer_command,
     maintenance.clean_harvest_log_command,
+    retention.clean_jobs_command,
     maintenance.reindex_command,
     maintenance.harvesters_info_command,
 ):

@@ -25,6 +25,7 @@ from ckanext.harvest.cli.base import (
     source_dict,
 )
 from ckanext.harvest.cli.output import format_job, format_jobs, there_are
+from ckanext.harvest.lib import retention
 from ckanext.harvest.model import JobStatus
 
 #: The hidden subcommand ``job SOURCE`` runs (``job start SOURCE`` works too).
@@ -91,8 +92,11 @@ def job_all() -> str:
 
 
 def run_harvester() -> None:
-    """Start due scheduled jobs and close the finished ones (cron)."""
+    """Start due scheduled jobs and close the finished ones (cron); then remove
+    the jobs past the site's retention, when ``ckan.harvest.keep_jobs`` or
+    ``ckan.harvest.keep_days`` is set."""
     action("harvest_jobs_run", {})
+    retention.apply_site_policy(toolkit.config)
 
 
 # -- commands ------------------------------------------------------------------------
@@ -209,7 +213,9 @@ def run_command() -> None:
     Creates and queues a job for every scheduled source whose next run is
     due, marks Finished the Running jobs whose objects are all done (or that
     timed out, see ckan.harvest.timeout) and sends the configured status
-    e-mails; with Redis it also re-queues work lost by stopped consumers. Prints
-    nothing. Run it from cron or a systemd timer, e.g. every 15 minutes.
+    e-mails; with Redis it also re-queues work lost by stopped consumers. Then,
+    when ckan.harvest.keep_jobs or ckan.harvest.keep_days is set, removes the
+    jobs past that retention (see clean-jobs). Prints nothing. Run it from cron
+    or a systemd timer, e.g. every 15 minutes.
     """
     run_harvester()

@@ -32,15 +32,13 @@ from ckanext.harvest import options
 from ckanext.harvest.harvesters import _package
 from ckanext.harvest.harvesters._package import NameOrNone, PackageDictForm
 from ckanext.harvest.interfaces import IHarvester
-from ckanext.harvest.lib import detaching, hashes, indexing, removals
+from ckanext.harvest.lib import detaching, hashes, indexing, jobs, removals, stages
 from ckanext.harvest.model import (
     ErrorStage,
     HarvestGatherError,
     HarvestJob,
     HarvestObject,
     HarvestObjectError,
-    JobStatus,
-    ReportStatus,
 )
 
 __all__ = [
@@ -65,6 +63,8 @@ HARVEST_USER_NAME = "harvest"
 IMPORT_STAGE = ErrorStage.IMPORT.value
 DEFAULT_API_VERSION = 2
 UNCHANGED = "unchanged"
+#: Default of ``_hash_verdict``'s ``previous``: look the last import up.
+_LOOK_UP = object()
 NO_REMOTE_DATASETS = "No remote datasets could be identified"
 DEFER_PACKAGE_FKEY = "SET CONSTRAINTS harvest_object_package_id_fkey DEFERRED"
 
@@ -285,24 +285,9 @@ class HarvesterBase(p.SingletonPlugin):
         :param harvest_job: the job being run (never returned)
         :returns: the most recently gathered clean job, or None
         """
-        bad_objects = sa.exists().where(
-            HarvestObject.harvest_job_id == HarvestJob.id,
-            HarvestObject.current.is_(False),
-            HarvestObject.report_status != ReportStatus.NOT_MODIFIED.value,
-        )
-        gather_errors = sa.exists().where(
-            HarvestGatherError.harvest_job_id == HarvestJob.id
-        )
-        return (
-            model.Session.query(HarvestJob)
-            .filter(HarvestJob.source == harvest_job.source)
-            .filter(HarvestJob.id != harvest_job.id)
-            .filter(HarvestJob.gather_started.isnot(None))
-            .filter(HarvestJob.status == JobStatus.FINISHED.value)
-            .filter(~gather_errors, ~bad_objects)
-            .order_by(HarvestJob.gather_started.desc())
-            .first()
-        )
+        source = harvest_job.source
+        return jobs.last_error_free_job(source.id if source is not None else None,
+                                        harvest_job.id)
 
     #: The older, private spelling, still called by some harvesters.
     _last_error_free_job = last_error_free_job
@@ -352,25 +337,37 @@ class HarvesterBase(p.SingletonPlugin):
         context = self._package_write_context()
         if self.config and self.config.get("clean_tags") and "tags" in package_dict:
             package_dict["tags"] = self._clean_tags(package_dict["tags"])
-        if removals.was_withdrawn(package_dict.get("id")):
+        default_lookup = self._default_lookup()
+        # One query for what the import needs to know of the local dataset (for a
+        # new dataset: that there is none, so nothing to restore or compare).
+        local = _package.local_dataset(package_dict.get("id")) if default_lookup else None
+        if default_lookup:
+            withdrawn = (local is not None and local.id == package_dict.get("id")
+                         and local.withdrawn)
+        else:
+            withdrawn = removals.was_withdrawn(package_dict.get("id"))
+        if withdrawn:
             return self._restore_package(context, package_dict, harvest_object, form)
         content_hash = self._content_hash(harvest_object)
         verdict: Optional[bool] = None
-        try:
-            if self._default_lookup():
-                verdict = self._fast_verdict(package_dict, harvest_object, content_hash)
-                if verdict:
-                    return self._skipped(harvest_object)
-            existing = self._find_existing_package(package_dict)
-        except toolkit.ObjectNotFound:
-            # Recorded first: package_create commits it with the dataset.
-            _package.record_remote_modified(harvest_object, package_dict)
-            self._create_package(context, package_dict, harvest_object, form)
-        else:
-            if not self._write_existing(context, package_dict, existing, harvest_object,
-                                        form, verdict, content_hash):
-                return UNCHANGED
-        if content_hash is not None:
+        with hashes.recording(harvest_object, content_hash) as recorded:
+            try:
+                if default_lookup:
+                    verdict = self._fast_verdict(package_dict, harvest_object,
+                                                 content_hash, local)
+                    if verdict:
+                        return self._skipped(harvest_object)
+                existing = self._find_existing_package(package_dict)
+            except toolkit.ObjectNotFound:
+                # Recorded first: package_create commits it with the dataset.
+                _package.record_remote_modified(harvest_object, package_dict)
+                self._create_package(context, package_dict, harvest_object, form)
+            else:
+                if not self._write_existing(context, package_dict, existing,
+                                            harvest_object, form, verdict, content_hash,
+                                            local):
+                    return UNCHANGED
+        if not recorded.done and content_hash is not None:
             hashes.record_import(harvest_object, content_hash, package_dict["id"])
         model.Session.commit()  # the hash, and what an override deferred
         return True
@@ -378,9 +375,16 @@ class HarvesterBase(p.SingletonPlugin):
     def _write_existing(self, context: Context, package_dict: dict[str, Any],
                         existing: dict[str, Any], harvest_object: HarvestObject,
                         form: str, verdict: Optional[bool],
-                        content_hash: Optional[str]) -> bool:
-        """Update ``existing`` unless it is detached or unchanged (then False)."""
-        if _skips_detached(existing["id"], harvest_object):
+                        content_hash: Optional[str],
+                        local: Optional[_package.LocalDataset] = None) -> bool:
+        """Update ``existing`` unless it is detached or unchanged (then False).
+        ``local``: what :func:`._package.local_dataset` found, if it is
+        ``existing``."""
+        if local is not None and local.id == existing["id"]:
+            detached_from = local.detached_from
+        else:
+            detached_from = detaching.detached_from(existing["id"])
+        if _skips_detached(existing["id"], harvest_object, detached_from):
             return False
         package_dict["name"] = existing["name"]
         if verdict is None:
@@ -394,23 +398,25 @@ class HarvesterBase(p.SingletonPlugin):
         return True
 
     def _fast_verdict(self, package_dict: dict[str, Any], harvest_object: HarvestObject,
-                      content_hash: Optional[str]) -> Optional[bool]:
+                      content_hash: Optional[str],
+                      local: Optional[_package.LocalDataset]) -> Optional[bool]:
         """Whether the write can be skipped, decided without building the dataset
-        dict (package_show) when it is not needed: a new dataset (raises
-        ObjectNotFound), or one unchanged since its last import (True, its local
-        name set in ``package_dict``). None: undecided."""
-        found = _package.find_package(package_dict.get("id"))
-        if found is None:
+        dict (package_show) when it is not needed: a new dataset (``local``, the
+        local dataset with that id or name, is None: raises ObjectNotFound), or
+        one unchanged since its last import (True, its local name set in
+        ``package_dict``). None: undecided."""
+        if local is None:
             raise toolkit.ObjectNotFound()
-        if found[0] != package_dict["id"]:
+        if local.id != package_dict["id"]:
             return None
-        verdict = self._hash_verdict(found[0], harvest_object, content_hash)
+        verdict = self._hash_verdict(local.id, harvest_object, content_hash,
+                                     local.previous)
         if verdict is None and _package.unchanged_since_import(package_dict):
             verdict = True
             if content_hash is not None:
-                hashes.adopt(found[0], content_hash)
+                hashes.adopt(local.id, content_hash)
         if verdict:
-            package_dict["name"] = found[1]
+            package_dict["name"] = local.name
         return verdict
 
     @staticmethod
@@ -428,7 +434,8 @@ class HarvesterBase(p.SingletonPlugin):
 
     @staticmethod
     def _hash_verdict(package_id: str, harvest_object: HarvestObject,
-                      content_hash: Optional[str]) -> Optional[bool]:
+                      content_hash: Optional[str],
+                      previous: Any = _LOOK_UP) -> Optional[bool]:
         """Whether the hash says the write of an existing dataset can be skipped.
 
         False for a forced job, and when the record or the local dataset changed
@@ -439,7 +446,8 @@ class HarvesterBase(p.SingletonPlugin):
             return False
         if content_hash is None:
             return None
-        previous = hashes.previous_import(package_id)
+        if previous is _LOOK_UP:
+            previous = hashes.previous_import(package_id)
         return previous.unchanged(content_hash) if previous is not None else None
 
     def _existing_unchanged(self, package_dict: dict[str, Any], existing: dict[str, Any],
@@ -525,6 +533,8 @@ class HarvesterBase(p.SingletonPlugin):
         data_dict = _package.action_form(package_dict, form, context)
         with indexing.writing(harvest_object):
             toolkit.get_action("package_create")(context, data_dict)
+        # A new dataset: no other object can refer to it.
+        stages.dataset_written(harvest_object, other_objects=0)
 
     def _update_package(
         self,
@@ -549,15 +559,17 @@ class HarvesterBase(p.SingletonPlugin):
             _package.reuse_unchanged_resources(data_dict, existing)
         # Written before the update, which commits them with the dataset (or rolls
         # them back with it).
-        model.Session.query(HarvestObject).filter(
-            HarvestObject.package_id == package_dict["id"]
+        model.Session.add(harvest_object)
+        others = model.Session.query(HarvestObject).filter(
+            HarvestObject.package_id == package_dict["id"],
+            HarvestObject.id != harvest_object.id,
         ).update({"current": False})
         harvest_object.package_id = package_dict["id"]
         harvest_object.current = True
-        model.Session.add(harvest_object)
         model.Session.flush()
         with indexing.writing(harvest_object):
             toolkit.get_action("package_update")(context, data_dict)
+        stages.dataset_written(harvest_object, other_objects=others)
 
     def _find_existing_package(self, package_dict: dict[str, Any]) -> dict[str, Any]:
         """Return the local dataset with ``package_dict['id']`` (override to match
@@ -624,10 +636,11 @@ def _harvest_sysadmin_name() -> NameOrNone:
     return HARVEST_USER_NAME if user.get("sysadmin") else None
 
 
-def _skips_detached(package_id: str, harvest_object: HarvestObject) -> bool:
-    """Whether the dataset was detached from its source: no job writes it again
-    (reported ``not modified``, docs/web-interface.rst)."""
-    source_id = detaching.detached_from(package_id)
+def _skips_detached(package_id: str, harvest_object: HarvestObject,
+                    source_id: Optional[str]) -> bool:
+    """Whether the dataset was detached from its source (``source_id``, None
+    when not): no job writes it again (reported ``not modified``,
+    docs/web-interface.rst)."""
     if source_id is None:
         return False
     log.info("Dataset %s (GUID %s) was detached from harvest source %s: not updated",

@@ -50,6 +50,19 @@ class SourceBusy(Exception):
     """The source has a running job: detaching now could race with its imports."""
 
 
+def detached_source(package_id: Any) -> Any:
+    """SQL scalar: the id of the source the dataset ``package_id`` (a value or a
+    column) was detached from, NULL when it is not detached."""
+    return (
+        sa.select(HarvestObjectExtra.value)
+        .join(HarvestObject, HarvestObject.id == HarvestObjectExtra.harvest_object_id)
+        .where(HarvestObject.package_id == package_id,
+               HarvestObjectExtra.key == DETACHED_KEY)
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
 def detached_from(package_id: Optional[str]) -> Optional[str]:
     """The id of the source the dataset was detached from, or None when it is
     not detached (one indexed lookup).
@@ -60,14 +73,7 @@ def detached_from(package_id: Optional[str]) -> Optional[str]:
     """
     if not package_id:
         return None
-    return (
-        model.Session.query(HarvestObjectExtra.value)
-        .join(HarvestObject, HarvestObject.id == HarvestObjectExtra.harvest_object_id)
-        .filter(HarvestObject.package_id == package_id)
-        .filter(HarvestObjectExtra.key == DETACHED_KEY)
-        .limit(1)
-        .scalar()
-    )
+    return model.Session.execute(sa.select(detached_source(package_id))).scalar()
 
 
 def is_detached(package_id: Optional[str]) -> bool:

@@ -24,6 +24,7 @@ for it and the schema must not change, so the flag is a key of CKAN's own Redis
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -31,7 +32,8 @@ import hashlib
 import importlib.metadata
 import json
 import re
-from typing import Any, Iterable, Optional
+import threading
+from typing import Any, Iterable, Iterator, Optional
 
 import sqlalchemy as sa
 from ckan import model
@@ -52,9 +54,12 @@ __all__ = [
     "HASH_KEY",
     "LOCAL_MODIFIED_KEY",
     "PreviousImport",
+    "Recording",
     "adopt",
     "canonical",
     "create_objects",
+    "current_import",
+    "dataset_written",
     "force_key",
     "harvester_fingerprint",
     "is_forced",
@@ -62,6 +67,7 @@ __all__ = [
     "previous_import",
     "record_hash",
     "record_import",
+    "recording",
 ]
 
 #: ``harvest_object_extra`` key of the hash of the imported record.
@@ -173,6 +179,29 @@ def _previous_query() -> Any:
     )
 
 
+def current_import(package_id: Any) -> Any:
+    """SQL lateral subquery (columns ``guid``, ``object_id``, ``content_hash``,
+    ``recorded_modified``): the current object of the dataset ``package_id`` (a
+    column of the enclosing query) and what its import recorded, as
+    :func:`previous_import`; no row when the dataset has no current object."""
+    current = sa.orm.aliased(HarvestObject)
+    extra = sa.orm.aliased(HarvestObjectExtra)
+    modified = sa.orm.aliased(HarvestObjectExtra)
+    return (
+        sa.select(current.guid.label("guid"), current.id.label("object_id"),
+                  extra.value.label("content_hash"),
+                  modified.value.label("recorded_modified"))
+        .outerjoin(extra, sa.and_(extra.harvest_object_id == current.id,
+                                  extra.key == HASH_KEY))
+        .outerjoin(modified, sa.and_(modified.harvest_object_id == current.id,
+                                     modified.key == LOCAL_MODIFIED_KEY))
+        .where(current.package_id == package_id, current.current.is_(True))
+        .order_by(current.import_finished.desc().nullslast())
+        .limit(1)
+        .lateral()
+    )
+
+
 def previous_import(package_id: str) -> Optional[PreviousImport]:
     """What the last import of a local dataset recorded (None: no current object)."""
     row = (_previous_query().filter(HarvestObject.package_id == package_id)
@@ -209,6 +238,53 @@ def record_import(harvest_object: HarvestObject, content_hash: str,
     extras of the object just imported; any older values of the object go."""
     modified = model.Session.query(model.Package.metadata_modified).filter(
         model.Package.id == package_id).scalar()
+    _add_import_extras(harvest_object, content_hash, modified)
+
+
+@dataclasses.dataclass
+class Recording:
+    """A hash waiting for its dataset's write (:func:`recording`)."""
+
+    harvest_object: HarvestObject
+    content_hash: Optional[str]
+    done: bool = False
+
+
+_pending = threading.local()
+
+
+@contextlib.contextmanager
+def recording(harvest_object: HarvestObject,
+              content_hash: Optional[str]) -> Iterator[Recording]:
+    """While the dataset of ``harvest_object`` is written: the plugin's
+    ``IPackageController`` hooks call :func:`dataset_written`, which adds the
+    hash extras to the dataset's own transaction (no query, no commit of their
+    own). ``done`` stays False when no hook ran (e.g. ``package_update`` found
+    nothing to change): the caller then records with :func:`record_import`."""
+    pending = Recording(harvest_object, content_hash, done=content_hash is None)
+    _pending.recording = pending
+    try:
+        yield pending
+    finally:
+        _pending.recording = None
+
+
+def dataset_written(package: model.Package) -> None:
+    """Hook of ``package_create``/``package_update``, after their flush and before
+    their commit: record the pending hash of the dataset being harvested, with
+    the ``metadata_modified`` the dataset is about to be committed with."""
+    pending: Optional[Recording] = getattr(_pending, "recording", None)
+    if (pending is None or pending.done or pending.content_hash is None
+            or pending.harvest_object.package_id != package.id
+            or package.metadata_modified is None):
+        return
+    _add_import_extras(pending.harvest_object, pending.content_hash,
+                       package.metadata_modified)
+    pending.done = True
+
+
+def _add_import_extras(harvest_object: HarvestObject, content_hash: str,
+                       modified: Optional[datetime.datetime]) -> None:
     if harvest_object.import_finished is not None:  # imported before: re-import
         model.Session.query(HarvestObjectExtra).filter(
             HarvestObjectExtra.harvest_object_id == harvest_object.id,

@@ -137,6 +137,42 @@ def latest_job(source_id: str) -> Optional[HarvestJob]:
     )
 
 
+def error_free_conditions() -> list[Any]:
+    """The SQL conditions on ``HarvestJob`` of a clean (error-free) job.
+
+    A clean job is ``Finished``, was gathered, has no gather error and no
+    object left non-current for a reason other than "not modified". Shared by
+    :func:`last_error_free_job` and the retention of old jobs, which must never
+    remove the job an incremental harvest compares against.
+    """
+    bad_objects = sa.exists().where(
+        HarvestObject.harvest_job_id == HarvestJob.id,
+        HarvestObject.current.is_(False),
+        HarvestObject.report_status != ReportStatus.NOT_MODIFIED.value,
+    )
+    gather_errors = sa.exists().where(HarvestGatherError.harvest_job_id == HarvestJob.id)
+    return [
+        HarvestJob.gather_started.isnot(None),
+        HarvestJob.status == JobStatus.FINISHED.value,
+        ~gather_errors,
+        ~bad_objects,
+    ]
+
+
+def last_error_free_job(source_id: Optional[str],
+                        exclude_job_id: Optional[str] = None) -> Optional[HarvestJob]:
+    """The most recently gathered clean job of a source (:func:`error_free_conditions`).
+
+    :param source_id: the source (None: jobs without a source)
+    :param exclude_job_id: never return this job (the one being run)
+    """
+    query = model.Session.query(HarvestJob).filter(
+        HarvestJob.source_id == source_id, *error_free_conditions())
+    if exclude_job_id is not None:
+        query = query.filter(HarvestJob.id != exclude_job_id)
+    return query.order_by(HarvestJob.gather_started.desc()).first()
+
+
 def running_jobs(source_id: Optional[str] = None) -> list[HarvestJob]:
     """Every ``Running`` job, optionally of one source."""
     query = model.Session.query(HarvestJob).filter(

@@ -472,11 +472,10 @@ def _finish(obj: HarvestObject, report_status: str,
 # -- restoration ------------------------------------------------------------------------
 
 
-def was_withdrawn(package_id: Optional[str]) -> bool:
-    """Whether the dataset was withdrawn and not imported since: no current
-    object, and a completed withdrawal object."""
-    if not package_id:
-        return False
+def withdrawn_condition(package_id: Any) -> Any:
+    """SQL condition: the dataset ``package_id`` (a value or a column) was
+    withdrawn and not imported since (no current object, and a completed
+    withdrawal object)."""
     objects = sa.select(HarvestObject.id).where(HarvestObject.package_id == package_id)
     current = objects.where(HarvestObject.current.is_(True)).exists()
     withdrawal = (objects.join(HarvestObjectExtra,
@@ -484,8 +483,16 @@ def was_withdrawn(package_id: Optional[str]) -> bool:
                   .where(HarvestObjectExtra.key == WITHDRAWAL_KEY,
                          HarvestObject.report_status == ReportStatus.DELETED.value)
                   .exists())
+    return sa.and_(~current, withdrawal)
+
+
+def was_withdrawn(package_id: Optional[str]) -> bool:
+    """Whether the dataset was withdrawn and not imported since: no current
+    object, and a completed withdrawal object."""
+    if not package_id:
+        return False
     # One round trip on every import (this runs before each dataset is written).
-    return bool(model.Session.execute(sa.select(sa.and_(~current, withdrawal))).scalar())
+    return bool(model.Session.execute(sa.select(withdrawn_condition(package_id))).scalar())
 
 
 def site_user_name() -> str:

@@ -62,6 +62,19 @@ def gather_stage(harvester: IHarvester, job: HarvestJob) -> Any:
         job.save()
 
 
+#: Report statuses known from the import itself (:func:`dataset_written`).
+_written: weakref.WeakKeyDictionary[HarvestObject, str] = weakref.WeakKeyDictionary()
+
+
+def dataset_written(obj: HarvestObject, other_objects: int) -> None:
+    """Note that the import of ``obj`` wrote its dataset, ``obj`` now its current
+    object, and how many other objects the dataset has: its report status
+    (``added`` for the first object, else ``updated``) is then known without
+    asking the database (which, the dataset's commit having expired ``obj``,
+    would take two queries)."""
+    _written[obj] = (ReportStatus.UPDATED if other_objects else ReportStatus.ADDED).value
+
+
 def _report_status(obj: HarvestObject) -> str:
     if obj.state == ObjectState.ERROR.value:
         return ReportStatus.ERRORED.value
@@ -101,8 +114,9 @@ def _import(harvester: IHarvester, obj: HarvestObject) -> bool:
     _importing.add(obj)
     result = harvester.import_stage(obj)  # if it raises, obj stays in _importing
     _importing.discard(obj)
-    if obj.import_started is None:  # the harvester rolled back before committing
-        obj.import_started = started
+    # Again: lost if the harvester rolled back before committing (set, not read,
+    # so that an object expired by the harvester's commit is not loaded again).
+    obj.import_started = started
     obj.import_finished = utcnow()
     if result:
         obj.state = ObjectState.COMPLETE.value
@@ -153,6 +167,10 @@ def fetch_and_import_stages(harvester: IHarvester, obj: HarvestObject) -> None:
         return
     else:
         obj.state = ObjectState.ERROR.value
-    model.Session.flush()
-    obj.report_status = _report_status(obj)
+    known = _written.pop(obj, None)
+    if known is not None and obj.state == ObjectState.COMPLETE.value:
+        obj.report_status = known
+    else:
+        model.Session.flush()
+        obj.report_status = _report_status(obj)
     obj.save()
