@@ -29,6 +29,8 @@ DECLARED_KEYS = [
     "ckan.harvest.delete_missing.mode",
     "ckan.harvest.delete_missing.after_days",
     "ckan.harvest.delete_missing.max_fraction",
+    "ckan.harvest.keep_jobs",
+    "ckan.harvest.keep_days",
     "ckan.harvest.max_objects_per_job",
     "ckan.harvest.http_connect_timeout",
     "ckan.harvest.http_read_timeout",
