@@ -17,6 +17,7 @@ from ckanext.harvest.lib import (
     objects,
     preview,
     removals,
+    schedule,
     secret_config,
     sources,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "harvest_log_list",
     "harvest_job_removals_show",
     "harvest_get_notifications_recipients",
+    "harvest_schedule_preview",
 ]
 
 
@@ -382,3 +384,21 @@ def harvest_job_removals_show(context: Context, data_dict: DataDict) -> dict[str
     toolkit.check_access("harvest_job_removals_show", Context(context), data_dict)
     job = jobs.get_job_or_404(data_dict.get("id"))
     return {"job_id": job.id, "held": removals.held_count(job.id)}
+
+
+@toolkit.side_effect_free
+def harvest_schedule_preview(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """The next run times of a cron schedule (the preview of the source form).
+
+    :param schedule: a cron expression of five fields, e.g. ``0 3 * * *``
+    :param count: how many run times, 1 to 10 (default 3)
+    :returns: ``{"schedule": <the expression, single-spaced>, "timezone":
+        <ckan.harvest.timezone>, "next_runs": [<ISO 8601 times in that zone>]}``
+    :raises ValidationError: an invalid expression, count or time zone
+    """
+    toolkit.check_access("harvest_schedule_preview", Context(context), data_dict)
+    data = check_params(data_dict, schema.harvest_schedule_preview_params_schema(), context)
+    try:
+        return schedule.preview(data.get("schedule"), jobs.utcnow(), data.get("count", 3))
+    except schedule.ScheduleError as e:
+        raise toolkit.ValidationError({"schedule": [str(e)]}) from None

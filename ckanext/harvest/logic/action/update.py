@@ -12,7 +12,15 @@ from ckan.plugins.toolkit import config
 from ckan.types import Context, DataDict
 
 from ckanext.harvest.constants import DATASET_TYPE_NAME
-from ckanext.harvest.lib import clearing, detaching, jobs, objects, removals, sources
+from ckanext.harvest.lib import (
+    clearing,
+    concurrency,
+    detaching,
+    jobs,
+    objects,
+    removals,
+    sources,
+)
 from ckanext.harvest.lib.mail import (  # noqa: F401 - public names of this module
     get_mail_extra_vars,
     prepare_error_mail,
@@ -335,6 +343,9 @@ def _finish_job(context: Context, job: HarvestJob) -> None:
 def harvest_jobs_run(context: Context, data_dict: DataDict) -> list[Any]:
     """Start scheduled jobs and close the running ones that are done (cron).
 
+    Then, under ``ckan.harvest.max_running_jobs``, the jobs waiting for a slot
+    start, oldest due first, as far as slots are free.
+
     :param source_id: only look at the jobs of this source (no scheduling)
     :returns: an empty list
     """
@@ -350,6 +361,7 @@ def harvest_jobs_run(context: Context, data_dict: DataDict) -> list[Any]:
             continue
         if jobs.close_if_finished(job):
             _finish_job(context, job)
+    concurrency.start_waiting_jobs(context)
     queue.resubmit_jobs()
     queue.resubmit_objects()
     return []

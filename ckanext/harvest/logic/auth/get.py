@@ -26,6 +26,7 @@ __all__ = [
     "harvest_get_notifications_recipients",
     "harvest_log_list",
     "harvest_job_removals_show",
+    "harvest_schedule_preview",
 ]
 
 
@@ -130,3 +131,9 @@ def harvest_log_list(context: Context, data_dict: DataDict) -> AuthResult:
 def harvest_job_removals_show(context: Context, data_dict: DataDict) -> AuthResult:
     """Like the job itself: those who may update its source."""
     return harvest_job_show(context, data_dict)
+
+
+@toolkit.auth_allow_anonymous_access
+def harvest_schedule_preview(context: Context, data_dict: DataDict) -> AuthResult:
+    """Anyone may see when a cron expression would run (nothing is read)."""
+    return {"success": True}
