@@ -53,7 +53,7 @@ COMMANDS = [
     "purge-queues", "gather-consumer", "fetch-consumer", "run", "run-test", "import",
     "clean-harvest-log", "job-all", "reindex", "harvesters_info", "preview",
 ]
-SOURCE_COMMANDS = ["create", "show", "remove", "clear", "clear-history", "detach"]
+SOURCE_COMMANDS = ["create", "show", "update", "remove", "clear", "clear-history", "detach"]
 ALIASES = [
     "rmsource", "clearsource", "clearsource_history", "job_abort", "run_test",
     "gather_consumer", "fetch_consumer", "purge_queues", "clean_harvest_log",

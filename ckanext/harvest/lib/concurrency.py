@@ -167,5 +167,8 @@ def _send(context: Context, job_id: str) -> Optional[bool]:
         log.exception("Job %s could not be sent to the gather queue; it keeps waiting",
                       job_id)
         return None
+    model.Session.execute(sa.delete(_table).where(_table.c.task_type == TASK_TYPE)
+                          .where(_table.c.entity_id == job_id))
+    model.Session.commit()
     log.info("Job %s got a slot and was sent to the gather queue", job_id)
     return True
