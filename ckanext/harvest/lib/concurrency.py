@@ -1,8 +1,9 @@
 """A cap on the number of jobs running at once (``ckan.harvest.max_running_jobs``).
 
-Without a cap (the default) nothing here is used and jobs start as in the
-original. With a cap, a job that should start (scheduled, or asked for with
-``run``) is *waiting for a slot*: it is created ``New`` but not sent to the
+Without a cap (the default) jobs start as in the original: no job ever waits
+(``harvest_jobs_run`` only looks for waiting jobs, finding none). With a cap,
+a job that should start (scheduled, or asked for with ``run``) is *waiting for
+a slot*: it is created ``New`` but not sent to the
 gather queue, and carries a marker with its due time. Whenever a slot may have
 freed (``ckan harvester run``, a new job), the waiting jobs are sent, oldest
 due first, while fewer than the cap are ``Running``.
@@ -10,9 +11,11 @@ due first, while fewer than the cap are ``Running``.
 The marker is a row of CKAN's own ``task_status`` table (entity = the job,
 task type ``harvest_slot``, key ``due``, value = the due time), so the harvest
 tables keep their schema. A job created with ``run=False`` has no marker and
-stays ``New`` until someone sends it, as in the original. Markers of jobs that
-are no longer ``New`` (sent, aborted, deleted) are ignored, and dropped when
-jobs are dispatched.
+stays ``New`` until someone sends it, as in the original. A marker goes when
+its job is sent; markers of jobs no longer ``New`` otherwise (aborted,
+deleted, sent by hand) are ignored, and dropped at the next dispatch. If
+sending fails (broker down), the job is ``New`` again with its marker: it keeps
+its place.
 
 Dispatching holds a PostgreSQL advisory lock, so that two ``run`` processes (or
 a ``run`` and a click on *Reharvest*) never start more jobs than the cap.

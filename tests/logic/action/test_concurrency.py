@@ -7,11 +7,9 @@ consumers is ``tests/test_concurrency_end_to_end.py``.
 from __future__ import annotations
 
 import datetime
-import json
 from typing import Any
 
 import pytest
-import redis
 import sqlalchemy as sa
 from ckan import model
 from ckan.plugins import toolkit
@@ -22,23 +20,6 @@ from tests.support.marks import harvest_site
 
 pytestmark = harvest_site()
 capped = pytest.mark.ckan_config("ckan.harvest.max_running_jobs", "1")
-
-
-@pytest.fixture
-def gather_queue(ckan_config):
-    """The job ids on this site's Redis gather list (emptied before and after)."""
-    conn = redis.Redis.from_url(ckan_config["ckan.redis.url"], decode_responses=True)
-    site = ckan_config["ckan.site_id"]
-
-    def _clear() -> None:
-        for key in conn.scan_iter("ckanext-harvest:{}:*".format(site)):
-            conn.delete(key)
-
-    _clear()
-    yield lambda: [json.loads(message)["harvest_job_id"] for message in
-                   conn.lrange("ckanext-harvest:{}:harvest_job_id".format(site), 0, -1)]
-    _clear()
-    conn.close()
 
 
 def _call(name: str, user: dict[str, Any], **data: Any) -> Any:
@@ -59,14 +40,14 @@ def _jobs(user: dict[str, Any], count: int, **data: Any) -> list[dict[str, Any]]
 
 
 @capped
-def test_jobs_beyond_the_cap_wait_for_a_slot_with_their_position(sysadmin, gather_queue):
+def test_jobs_beyond_the_cap_wait_for_a_slot_with_their_position(sysadmin, gather_job_ids):
     first, second, third = _jobs(sysadmin, 3)
 
     assert first["status"] == "Running" and "waiting_for_slot" not in first
     assert (second["status"], second["waiting_for_slot"]) == (
         "New", {"position": 1, "waiting": 1})
     assert third["waiting_for_slot"] == {"position": 2, "waiting": 2}
-    assert gather_queue() == [first["id"]]
+    assert gather_job_ids() == [first["id"]]
     shown = _call("harvest_job_show", sysadmin, id=third["id"])
     assert shown["waiting_for_slot"] == {"position": 2, "waiting": 2}
     listed = {job["id"]: job.get("waiting_for_slot")
@@ -76,24 +57,24 @@ def test_jobs_beyond_the_cap_wait_for_a_slot_with_their_position(sysadmin, gathe
 
 
 @capped
-def test_run_starts_the_next_waiting_job_when_a_slot_frees(sysadmin, gather_queue):
+def test_run_starts_the_next_waiting_job_when_a_slot_frees(sysadmin, gather_job_ids):
     first, second, third = _jobs(sysadmin, 3)
 
     _call("harvest_jobs_run", sysadmin)
-    assert gather_queue() == [first["id"]]   # the slot is still taken
+    assert gather_job_ids() == [first["id"]]   # the slot is still taken
 
     _call("harvest_job_abort", sysadmin, id=first["id"])
     _call("harvest_jobs_run", sysadmin)
 
     assert [_status(job["id"]) for job in (first, second, third)] == [
         "Finished", "Running", "New"]
-    assert gather_queue() == [first["id"], second["id"]]
+    assert gather_job_ids() == [first["id"], second["id"]]
     shown = _call("harvest_job_show", sysadmin, id=third["id"])
     assert shown["waiting_for_slot"] == {"position": 1, "waiting": 1}
 
 
 @capped
-def test_scheduled_jobs_wait_in_due_order_not_in_creation_order(sysadmin, gather_queue):
+def test_scheduled_jobs_wait_in_due_order_not_in_creation_order(sysadmin, gather_job_ids):
     busy = _jobs(sysadmin, 1)[0]   # takes the only slot
     with freeze_time("2026-06-01 10:00"):
         sources = [harvest_factories.HarvestSource(schedule="0 * * * *") for _ in range(3)]
@@ -111,18 +92,18 @@ def test_scheduled_jobs_wait_in_due_order_not_in_creation_order(sysadmin, gather
         (job["waiting_for_slot"]["position"], job["source_id"])
         for job in _call("harvest_job_list", sysadmin) if job["status"] == "New")
     assert waiting == [(1, sources[1]["id"]), (2, sources[2]["id"]), (3, sources[0]["id"])]
-    assert gather_queue() == [busy["id"]]
+    assert gather_job_ids() == [busy["id"]]
 
 
 @pytest.mark.ckan_config("ckan.harvest.max_running_jobs", "2")
-def test_a_cap_of_two_runs_two_jobs_at_once(sysadmin, gather_queue):
+def test_a_cap_of_two_runs_two_jobs_at_once(sysadmin, gather_job_ids):
     jobs = _jobs(sysadmin, 3)
 
     assert [job["status"] for job in jobs] == ["Running", "Running", "New"]
 
 
 @capped
-def test_a_job_created_without_run_does_not_wait_and_is_never_started(sysadmin, gather_queue):
+def test_a_job_created_without_run_does_not_wait_and_is_never_started(sysadmin, gather_job_ids):
     busy = _jobs(sysadmin, 1)[0]
     unrun = _jobs(sysadmin, 1, run=False)[0]
     _call("harvest_job_abort", sysadmin, id=busy["id"])
@@ -131,12 +112,12 @@ def test_a_job_created_without_run_does_not_wait_and_is_never_started(sysadmin, 
 
     assert "waiting_for_slot" not in _call("harvest_job_show", sysadmin, id=unrun["id"])
     assert _status(unrun["id"]) == "New"
-    assert gather_queue() == [busy["id"]]
+    assert gather_job_ids() == [busy["id"]]
 
 
 @capped
 def test_a_waiting_job_of_a_deactivated_source_is_aborted_and_frees_its_place(
-    sysadmin, gather_queue
+    sysadmin, gather_job_ids
 ):
     _, second, third = _jobs(sysadmin, 3)
 
@@ -147,17 +128,17 @@ def test_a_waiting_job_of_a_deactivated_source_is_aborted_and_frees_its_place(
     assert shown["waiting_for_slot"] == {"position": 1, "waiting": 1}
 
 
-def test_without_a_cap_jobs_start_at_once_and_never_wait(sysadmin, gather_queue):
+def test_without_a_cap_jobs_start_at_once_and_never_wait(sysadmin, gather_job_ids):
     jobs = _jobs(sysadmin, 3)
 
     assert [job["status"] for job in jobs] == ["Running"] * 3
     assert not any("waiting_for_slot" in job for job in jobs)
-    assert sorted(gather_queue()) == sorted(job["id"] for job in jobs)
+    assert sorted(gather_job_ids()) == sorted(job["id"] for job in jobs)
 
 
 @capped
 def test_jobs_waiting_when_the_cap_is_lifted_all_start_at_the_next_run(
-    sysadmin, gather_queue, ckan_config, monkeypatch
+    sysadmin, gather_job_ids, ckan_config, monkeypatch
 ):
     jobs = _jobs(sysadmin, 3)
     monkeypatch.setitem(ckan_config, "ckan.harvest.max_running_jobs", "0")

@@ -11,7 +11,6 @@ import json
 from typing import Any, Optional
 
 import pytest
-import redis
 import sqlalchemy as sa
 from ckan import model
 from ckan.plugins import toolkit
@@ -23,23 +22,6 @@ from tests.support.marks import harvest_site
 pytestmark = harvest_site()
 
 CREATED = datetime.datetime(2026, 6, 1, 10, 0)
-
-
-@pytest.fixture
-def gather_queue(ckan_config):
-    """The job ids on this site's Redis gather list (emptied before and after)."""
-    conn = redis.Redis.from_url(ckan_config["ckan.redis.url"], decode_responses=True)
-    site = ckan_config["ckan.site_id"]
-
-    def _clear() -> None:
-        for key in conn.scan_iter("ckanext-harvest:{}:*".format(site)):
-            conn.delete(key)
-
-    _clear()
-    yield lambda: [json.loads(message)["harvest_job_id"] for message in
-                   conn.lrange("ckanext-harvest:{}:harvest_job_id".format(site), 0, -1)]
-    _clear()
-    conn.close()
 
 
 def _call(name: str, user: dict[str, Any], **data: Any) -> Any:
@@ -137,18 +119,18 @@ def test_changing_the_schedule_moves_the_next_run(sysadmin):
 # --- harvest_jobs_run: due times -----------------------------------------------------
 
 
-def test_run_starts_nothing_before_the_due_time(sysadmin, gather_queue):
+def test_run_starts_nothing_before_the_due_time(sysadmin, gather_job_ids):
     source = _scheduled_source()
 
     _run_at("2026-06-02 02:59:59", sysadmin)
 
     assert _jobs(source["id"]) == []
-    assert gather_queue() == []
+    assert gather_job_ids() == []
     assert _next_run(source["id"]) == datetime.datetime(2026, 6, 2, 3, 0)
 
 
 def test_run_after_the_due_time_starts_one_job_and_moves_to_the_next_due_time(
-    sysadmin, gather_queue
+    sysadmin, gather_job_ids
 ):
     source = _scheduled_source()
 
@@ -156,11 +138,11 @@ def test_run_after_the_due_time_starts_one_job_and_moves_to_the_next_due_time(
 
     jobs = _jobs(source["id"])
     assert [status for _, status in jobs] == ["Running"]
-    assert gather_queue() == [jobs[0].id]
+    assert gather_job_ids() == [jobs[0].id]
     assert _next_run(source["id"]) == datetime.datetime(2026, 6, 3, 3, 0)
 
 
-def test_run_never_starts_two_jobs_for_one_due_time(sysadmin, gather_queue):
+def test_run_never_starts_two_jobs_for_one_due_time(sysadmin, gather_job_ids):
     source = _scheduled_source()
     _run_at("2026-06-02 03:01", sysadmin)
     _abort_open_jobs(source["id"], sysadmin)  # the job is over: the source is free
@@ -173,18 +155,18 @@ def test_run_never_starts_two_jobs_for_one_due_time(sysadmin, gather_queue):
     assert len(_jobs(source["id"])) == 2
 
 
-def test_run_after_downtime_starts_one_job_not_the_backlog(sysadmin, gather_queue):
+def test_run_after_downtime_starts_one_job_not_the_backlog(sysadmin, gather_job_ids):
     source = _scheduled_source("0 * * * *")   # hourly: 50 due times are missed
 
     _run_at("2026-06-03 12:10", sysadmin)
 
     assert len(_jobs(source["id"])) == 1
-    assert len(gather_queue()) == 1
+    assert len(gather_job_ids()) == 1
     assert _next_run(source["id"]) == datetime.datetime(2026, 6, 3, 13, 0)
 
 
 def test_a_due_time_passing_while_the_source_has_an_open_job_is_skipped(
-    sysadmin, gather_queue
+    sysadmin, gather_job_ids
 ):
     source = _scheduled_source("0 * * * *")
     _run_at("2026-06-01 11:00", sysadmin)   # a job starts and is still running
@@ -196,7 +178,7 @@ def test_a_due_time_passing_while_the_source_has_an_open_job_is_skipped(
 
 
 @pytest.mark.ckan_config("ckan.harvest.timezone", "Europe/Paris")
-def test_run_reads_the_schedule_in_the_declared_time_zone(sysadmin, gather_queue):
+def test_run_reads_the_schedule_in_the_declared_time_zone(sysadmin, gather_job_ids):
     source = _scheduled_source()   # 03:00 in Paris = 01:00 UTC in June
 
     assert _next_run(source["id"]) == datetime.datetime(2026, 6, 2, 1, 0)
@@ -207,7 +189,7 @@ def test_run_reads_the_schedule_in_the_declared_time_zone(sysadmin, gather_queue
 
 
 @pytest.mark.ckan_config("ckan.harvest.timezone", "Europe/Paris")
-def test_a_daily_schedule_runs_once_in_the_night_the_clocks_go_back(sysadmin, gather_queue):
+def test_a_daily_schedule_runs_once_in_the_night_the_clocks_go_back(sysadmin, gather_job_ids):
     # 02:30 occurs twice in Paris on 2026-10-25 (00:30 and 01:30 UTC).
     source = _scheduled_source("30 2 * * *", at=datetime.datetime(2026, 10, 24, 12, 0))
     started = datetime.datetime(2026, 10, 24, 23, 0)
@@ -223,7 +205,7 @@ def test_a_daily_schedule_runs_once_in_the_night_the_clocks_go_back(sysadmin, ga
 # --- frequencies are unchanged ------------------------------------------------------
 
 
-def test_frequency_sources_run_as_before_next_to_scheduled_ones(sysadmin, gather_queue):
+def test_frequency_sources_run_as_before_next_to_scheduled_ones(sysadmin, gather_job_ids):
     daily = harvest_factories.HarvestSource(frequency="DAILY")
     manual = harvest_factories.HarvestSource()
     scheduled = _scheduled_source(frequency="DAILY")   # the schedule wins
@@ -237,7 +219,7 @@ def test_frequency_sources_run_as_before_next_to_scheduled_ones(sysadmin, gather
     assert _next_run(scheduled["id"]) == datetime.datetime(2026, 6, 2, 3, 0)
 
 
-def test_a_removed_schedule_leaves_the_source_to_its_frequency(sysadmin, gather_queue):
+def test_a_removed_schedule_leaves_the_source_to_its_frequency(sysadmin, gather_job_ids):
     source = _scheduled_source(frequency="WEEKLY")
     _call("harvest_source_patch", sysadmin, id=source["id"], schedule="")
 
