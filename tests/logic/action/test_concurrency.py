@@ -18,7 +18,7 @@ from freezegun import freeze_time
 from ckanext.harvest.tests import factories as harvest_factories
 from tests.support.marks import harvest_site
 
-pytestmark = harvest_site()
+pytestmark = harvest_site(index=False)
 capped = pytest.mark.ckan_config("ckan.harvest.max_running_jobs", "1")
 
 

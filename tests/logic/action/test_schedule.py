@@ -19,7 +19,7 @@ from freezegun import freeze_time
 from ckanext.harvest.tests import factories as harvest_factories
 from tests.support.marks import harvest_site
 
-pytestmark = harvest_site()
+pytestmark = harvest_site(index=False)
 
 CREATED = datetime.datetime(2026, 6, 1, 10, 0)
 
