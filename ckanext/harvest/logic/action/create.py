@@ -39,6 +39,9 @@ def harvest_source_create(context: Context, data_dict: DataDict) -> dict[str, An
     :param notes: its description
     :param source_type: the harvester type, e.g. ``ckan``
     :param frequency: MANUAL, MONTHLY, WEEKLY, BIWEEKLY, DAILY or ALWAYS
+    :param schedule: a cron expression of five fields, read in
+        ``ckan.harvest.timezone`` (optional; when set, the source runs on it
+        instead of its frequency)
     :param config: the harvester configuration (usually JSON)
     :param owner_org: the organisation id
     :param private: whether the source is private

@@ -70,6 +70,9 @@ DEFAULT_LIFE_SPAN = 7
 def harvest_source_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
     """Update a harvest source (full replacement, like ``package_update``).
 
+    The fields are those of ``harvest_source_create``; like the others, a
+    ``schedule`` left out is removed (``harvest_source_patch`` keeps it).
+
     :param id: the id or name of the source
     :returns: the updated source dataset
     """
