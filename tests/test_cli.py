@@ -56,7 +56,7 @@ COMMANDS = [
     "clean-harvest-log", "job-all", "reindex", "harvesters_info", "preview",
     "job-status", "clean-jobs",
 ]
-SOURCE_COMMANDS = ["create", "show", "remove", "clear", "clear-history", "detach"]
+SOURCE_COMMANDS = ["create", "show", "update", "remove", "clear", "clear-history", "detach"]
 ALIASES = [
     "rmsource", "clearsource", "clearsource_history", "job_abort", "run_test",
     "gather_consumer", "fetch_consumer", "purge_queues", "clean_harvest_log",
@@ -1227,3 +1227,73 @@ def test_job_errors_of_an_unknown_job(run):
 
     assert result.exit_code == 1
     assert "Not found" in result.output and "Traceback" not in result.output
+
+
+# --- cron schedules and the cap on running jobs -----------------------------------
+
+
+def test_source_create_with_a_schedule_prints_it_in_the_source_block(run):
+    result = run("source", "create", "cron-source", "http://example.com/cron", "test",
+                 "--schedule", "0  3 * * *")
+
+    assert result.exit_code == 0, result.output
+    source = toolkit.get_action("harvest_source_show")(
+        {"ignore_auth": True}, {"id": "cron-source"})
+    assert source["schedule"] == "0 3 * * *"
+    assert "\tfrequency: MANUAL\n\tschedule: 0 3 * * *\n\tjobs: 0\n" in result.stdout
+    assert HarvestSource.get(source["id"]).next_run is not None
+
+
+def test_source_create_with_an_invalid_schedule_says_why_in_one_line(run):
+    result = run("source", "create", "cron-source", "http://example.com/cron", "test",
+                 "--schedule", "0 3 * *")
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "Validation error:",
+        "\tSchedule: Invalid schedule '0 3 * *': a cron expression has 5 fields (minute "
+        "hour day-of-month month day-of-week), e.g. '0 3 * * *' for 03:00 every day; "
+        "this one has 4",
+        "Aborted!",
+    ]
+    assert model.Session.query(HarvestSource).count() == 0
+
+
+def test_source_update_sets_and_removes_the_schedule(run):
+    source = _source(frequency="WEEKLY")
+
+    set_result = run("source", "update", source["id"], "--schedule", "*/30 * * * *")
+    cleared = run("source", "update", source["id"], "--schedule", "")
+
+    assert set_result.exit_code == 0, set_result.output
+    assert set_result.stdout.startswith("Updated harvest source:\nSource id: " + source["id"])
+    assert "\tfrequency: WEEKLY\n\tschedule: */30 * * * *\n" in set_result.stdout
+    assert cleared.exit_code == 0, cleared.output
+    assert "schedule" not in cleared.stdout
+    shown = toolkit.get_action("harvest_source_show")({"ignore_auth": True}, {"id": source["id"]})
+    assert "schedule" not in shown and shown["frequency"] == "WEEKLY"
+
+
+def test_source_update_without_an_option_fails_clearly(run):
+    source = _source()
+
+    result = run("source", "update", source["id"])
+
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "Nothing to update: give --schedule or --frequency"
+
+
+@pytest.mark.ckan_config("ckan.harvest.max_running_jobs", "1")
+def test_job_and_jobs_show_a_job_waiting_for_a_slot_and_its_position(run):
+    first, second = _source(), _source()
+
+    started = run("job", first["id"])
+    waiting = run("job", second["id"])
+    listed = run("jobs")
+
+    assert started.exit_code == waiting.exit_code == listed.exit_code == 0
+    assert "\t\tstatus: Running\n\t\tsource: " in started.stdout
+    assert "waiting for a slot" not in started.stdout
+    assert "\t\tstatus: New\n\t\twaiting for a slot: position 1 of 1\n" \
+        "\t\tsource: {}\n".format(second["id"]) in waiting.stdout
+    assert listed.stdout.count("waiting for a slot: position 1 of 1") == 1

@@ -21,6 +21,7 @@ DECLARED_KEYS = [
     "ckan.harvest.timeout", "ckan.harvest.harvest_source_limit",
     "ckan.harvest.not_overwrite_fields",
     "ckanext.harvest.default_dataset_name_append", "ckanext.harvest.user_name",
+    "ckan.harvest.timezone", "ckan.harvest.max_running_jobs",  # beyond the original
     "ckan.harvest.status_mail.errored", "ckan.harvest.status_mail.all",
     "ckan.harvest.log_scope", "ckan.harvest.log_level",
     "ckan.harvest.log_timeframe",
@@ -117,6 +118,7 @@ def test_known_queue_backends_are_accepted_at_start_up(make_app, ckan_config, mo
 @pytest.mark.parametrize("key, value", [
     ("ckan.harvest.mq.type", "kafka"),
     ("ckan.harvest.delete_missing.mode", "purge"),
+    ("ckan.harvest.timezone", "Mars/Olympus_Mons"),
 ])
 def test_an_unknown_backend_or_delete_missing_mode_stops_start_up_clearly(
     make_app, ckan_config, monkeypatch, key, value

@@ -41,6 +41,7 @@ __all__ = [
     "harvest_confirm_text",
     "harvest_facet_label",
     "harvest_source_type_title",
+    "harvest_schedule_preview",
 ]
 
 #: Datasets per page of a source page.
@@ -504,6 +505,25 @@ def harvest_facet_label(field: str) -> Optional[Callable[[dict[str, Any]], str]]
     if field == "source_type":
         return lambda item: harvest_source_type_title(item.get("display_name"))
     return None
+
+
+def harvest_schedule_preview(expression: Any) -> Optional[dict[str, Any]]:
+    """The next three run times of a cron schedule, for the source form and page.
+
+    :returns: ``{"schedule", "timezone", "next_runs": ["2026-12-05 03:00", ...]}``
+        (local times of ``ckan.harvest.timezone``), or None for an empty or
+        invalid expression (the form shows the validation error instead)
+    """
+    if not expression or not isinstance(expression, str):
+        return None
+    try:
+        shown = toolkit.get_action("harvest_schedule_preview")(
+            {"ignore_auth": True}, {"schedule": expression})
+    except toolkit.ValidationError:
+        return None
+    shown["next_runs"] = [datetime.datetime.fromisoformat(time).strftime("%Y-%m-%d %H:%M")
+                          for time in shown["next_runs"]]
+    return shown
 
 
 def get_helpers() -> dict[str, Callable[..., Any]]:

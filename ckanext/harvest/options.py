@@ -34,6 +34,8 @@ NOT_OVERWRITE_FIELDS = "ckan.harvest.not_overwrite_fields"
 NAME_APPEND = "ckanext.harvest.default_dataset_name_append"
 USER_NAME = "ckanext.harvest.user_name"
 MAX_OBJECTS_PER_JOB = "ckan.harvest.max_objects_per_job"
+TIMEZONE = "ckan.harvest.timezone"
+MAX_RUNNING_JOBS = "ckan.harvest.max_running_jobs"
 
 # -- retention of old jobs (ckan harvester run, clean-jobs) -----------------------------
 KEEP_JOBS = "ckan.harvest.keep_jobs"

@@ -8,12 +8,13 @@ from typing import Any, Callable
 
 from ckan import model
 from ckan import plugins as p
+from ckan.exceptions import CkanConfigurationException
 from ckan.lib.plugins import DefaultDatasetForm, DefaultTranslation
 from ckan.plugins import toolkit
 
 from ckanext.harvest import mq
 from ckanext.harvest.constants import DATASET_TYPE_NAME, N_
-from ckanext.harvest.lib import dblog, hashes, indexing, secret_config, sources
+from ckanext.harvest.lib import dblog, hashes, indexing, schedule, secret_config, sources
 from ckanext.harvest.logic import schema as harvest_schema
 from ckanext.harvest.model import HarvestSource
 
@@ -62,6 +63,14 @@ def _delete_harvest_source_object(context: Any, data_dict: dict[str, Any]) -> No
 def _configure_db_logger(config: Any) -> None:
     """Attach the database log handler as ``ckan.harvest.log_scope`` says."""
     dblog.configure_db_logger(config)
+
+
+def _check_timezone(config: Any) -> None:
+    """Stop start-up, in one line, on an unknown ``ckan.harvest.timezone``."""
+    try:
+        schedule.timezone(config)
+    except schedule.ScheduleError as e:
+        raise CkanConfigurationException(str(e)) from None
 
 
 def _status_options(context: Any) -> dict[str, Any]:
@@ -154,6 +163,7 @@ class Harvest(p.SingletonPlugin, DefaultDatasetForm, DefaultTranslation):
         self.startup = True
         try:
             mq.backend_name(config)
+            _check_timezone(config)
             _configure_db_logger(config)
         finally:
             self.startup = False

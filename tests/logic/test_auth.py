@@ -130,6 +130,9 @@ AUTH_MATRIX: list[tuple[str, str, DataBuilder, tuple[bool, ...]]] = [
      lambda w: {"id": w.job_id},                                    (N, N, N, Y, Y, N, Y)),
     ("harvest_health_show", "harvest_health_show",
      _nothing,                                                      (N, N, N, N, N, N, Y)),
+    # issue 17: a pure computation, open to all
+    ("harvest_schedule_preview", "harvest_schedule_preview",
+     lambda w: {"schedule": "0 3 * * *"},                           (Y, Y, Y, Y, Y, Y, Y)),
     # Q5: sysadmin only
     ("harvest_abort_failed_jobs", "harvest_abort_failed_jobs",
      lambda w: {"life_span": 7},                                    (N, N, N, N, N, N, Y)),
@@ -175,6 +178,8 @@ EXPECTED_AUTH_NAMES = {
     "harvest_job_approve_removals", "harvest_job_removals_show",
     # issue 17
     "harvest_job_progress", "harvest_health_show",
+    # cron schedules (issue 17)
+    "harvest_schedule_preview",
 }
 
 EXPECTED_ACTION_NAMES = {
@@ -194,11 +199,12 @@ EXPECTED_ACTION_NAMES = {
     "harvest_job_approve_removals", "harvest_job_removals_show",
     # issue 17
     "harvest_job_progress", "harvest_health_show",
+    "harvest_schedule_preview",
 }
 
 ANONYMOUS_ALLOWED = {
     "harvest_source_show", "harvest_source_show_status", "harvest_source_list",
-    "harvest_object_show", "harvesters_info_show",
+    "harvest_object_show", "harvesters_info_show", "harvest_schedule_preview",
 }
 
 
@@ -450,6 +456,7 @@ ANONYMOUS_ALLOWED_ACTIONS: list[tuple[str, DataBuilder]] = [
     ("harvest_source_list", _nothing),
     ("harvest_object_show", lambda w: {"id": w.object_id}),
     ("harvesters_info_show", _nothing),
+    ("harvest_schedule_preview", lambda w: {"schedule": "0 3 * * *"}),
 ]
 
 

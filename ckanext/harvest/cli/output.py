@@ -2,7 +2,11 @@
 
 Scripts parse them: a source is a ``Source id: ...`` line followed by
 tab-indented fields and a blank line, a job a ``\\tJob id: ...`` line followed
-by doubly indented fields, and lists end with a ``There are ...`` count.
+by doubly indented fields, and lists end with a ``There are ...`` count. Two
+lines exist only with the newer features, so the original's output is
+unchanged without them: ``\\tschedule: ...`` (a source with a cron schedule)
+and ``\\t\\twaiting for a slot: position N of M`` (a job waiting under
+``ckan.harvest.max_running_jobs``).
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ def format_source(source: dict[str, Any]) -> str:
     active = source["active"] if "active" in source else source.get("state") == "active"
     lines.append("\tactive: {}".format(active))
     lines.append("\tfrequency: {}".format(source.get("frequency")))
+    if source.get("schedule"):
+        lines.append("\tschedule: {}".format(source["schedule"]))
     lines.append("\tjobs: {}".format((source.get("status") or {}).get("job_count")))
     return "\n".join(lines) + "\n\n"
 
@@ -46,12 +52,22 @@ def format_job(job: dict[str, Any]) -> str:
     lines = [
         "\tJob id: {}".format(job.get("id")),
         "\t\tstatus: {}".format(job.get("status")),
+        *_waiting_line(job),
         "\t\tsource: {}".format(job.get("source_id")),
         "\t\tobjects: {}".format(len(job.get("objects", []))),
         "\t\tgather_errors: {}".format(len(gather_errors)),
     ]
     lines.extend("\t\t\t{}".format(error.get("message")) for error in gather_errors)
     return "\n".join(lines) + "\n"
+
+
+def _waiting_line(job: dict[str, Any]) -> list[str]:
+    """The line of a job waiting for a slot (``ckan.harvest.max_running_jobs``)."""
+    waiting = job.get("waiting_for_slot")
+    if not waiting:
+        return []
+    return ["\t\twaiting for a slot: position {} of {}".format(
+        waiting["position"], waiting["waiting"])]
 
 
 def format_jobs(jobs: Iterable[dict[str, Any]]) -> str:

@@ -36,8 +36,11 @@ def create_harvest_source(
     owner_org: Optional[str] = None,
     frequency: str = "MANUAL",
     config: Optional[str] = None,
+    schedule: Optional[str] = None,
 ) -> str:
     """Create a source (and start a job when ``frequency`` is empty).
+
+    :param schedule: a cron expression (``ckan.harvest.timezone``), if any
 
     :returns: the text to print
     :raises ValidationError: invalid source fields
@@ -52,6 +55,8 @@ def create_harvest_source(
         "frequency": frequency,
         "config": config,
     }
+    if schedule is not None:
+        data_dict["schedule"] = schedule
     source = action("harvest_source_create", data_dict, ignore_auth=True)
     output = "Created new harvest source:\n" + format_source(source)
     sources = action("harvest_source_list", {})
@@ -60,6 +65,19 @@ def create_harvest_source(
         action("harvest_job_create", {"source_id": source["id"], "run": True})
         output += "A new Harvest Job for this source has also been created\n"
     return output
+
+
+def update_harvest_source(source_id_or_name: str, changes: dict[str, Any]) -> str:
+    """Change some fields of a source (``harvest_source_patch``); the others stay.
+
+    :param changes: e.g. ``{"schedule": "0 3 * * *"}`` (``""`` removes it)
+    :returns: the text to print
+    :raises SourceNotFound:
+    :raises ValidationError: invalid source fields
+    """
+    source = source_dict(source_id_or_name)
+    updated = action("harvest_source_patch", dict(changes, id=source["id"]))
+    return "Updated harvest source:\n" + format_source(updated)
 
 
 def show_harvest_source(source_id_or_name: str) -> str:
@@ -145,9 +163,9 @@ class _SourceGroup(click.Group):
 
 
 @click.group(name="source", cls=_SourceGroup,
-             short_help="Create, show, remove, clear or detach sources.")
+             short_help="Create, show, update, remove, clear or detach sources.")
 def source_group() -> None:
-    """Create, show, remove, clear or detach a harvest source.
+    """Create, show, update, remove, clear or detach a harvest source.
 
     The older spelling ``source NAME URL TYPE [...]`` creates a source, like
     ``source create``.
@@ -163,19 +181,46 @@ def source_group() -> None:
 @click.argument("owner_org", required=False)
 @click.argument("frequency", default="MANUAL", required=False)
 @click.argument("config", required=False)
+@click.option("--schedule", metavar="CRON", default=None,
+              help="Run the source on this cron schedule (5 fields, read in "
+                   "ckan.harvest.timezone), e.g. '0 3 * * *' for 03:00 every day.")
 @guarded(with_context=False)
 def create_command(name: str, url: str, type: str, title: Optional[str], active: bool,
-                   owner_org: Optional[str], frequency: str, config: Optional[str]) -> None:
+                   owner_org: Optional[str], frequency: str, config: Optional[str],
+                   schedule: Optional[str]) -> None:
     """Add a harvest source, then print it and the number of sources.
 
     TYPE is a harvester name (e.g. ``ckan``), FREQUENCY one of MANUAL (default),
     MONTHLY, WEEKLY, BIWEEKLY, DAILY, ALWAYS; an empty FREQUENCY ("") also starts
-    a first job. CONFIG is the harvester configuration (usually JSON). ACTIVE is
+    a first job. With --schedule, the source runs on that cron schedule instead
+    of its frequency. CONFIG is the harvester configuration (usually JSON). ACTIVE is
     accepted for compatibility and has no effect.
     """
     echo(create_harvest_source(
-        name, url, type, title, active, owner_org, frequency, config
+        name, url, type, title, active, owner_org, frequency, config, schedule
     ))
+
+
+@source_group.command(name="update", short_help="Change the schedule or frequency of a source.")
+@click.argument("source_id_or_name", metavar=SOURCE_ARG)
+@click.option("--schedule", metavar="CRON", default=None,
+              help="A cron schedule (5 fields, read in ckan.harvest.timezone), e.g. "
+                   "'0 3 * * *'; an empty string removes it.")
+@click.option("--frequency", default=None,
+              help="MANUAL, MONTHLY, WEEKLY, BIWEEKLY, DAILY or ALWAYS.")
+@guarded()
+def update_command(source_id_or_name: str, schedule: Optional[str],
+                   frequency: Optional[str]) -> None:
+    """Change the schedule or the frequency of a source, then print it.
+
+    Only the options given change. A source with a schedule runs by its
+    schedule; without one (``--schedule ""``), by its frequency.
+    """
+    changes = {key: value for key, value in
+               (("schedule", schedule), ("frequency", frequency)) if value is not None}
+    if not changes:
+        fail("Nothing to update: give --schedule or --frequency")
+    echo(update_harvest_source(source_id_or_name, changes))
 
 
 @source_group.command(name="show", short_help="Print the details of one source.")

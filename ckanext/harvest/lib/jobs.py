@@ -11,6 +11,7 @@ from ckan.plugins import toolkit
 from ckan.types import Context
 
 from ckanext.harvest import options
+from ckanext.harvest.lib import concurrency, schedule
 from ckanext.harvest.lib.errors import HarvestJobExists, HarvestSourceInactiveError
 from ckanext.harvest.model import (
     ErrorStage,
@@ -299,29 +300,70 @@ def next_run_after(frequency: str, now: datetime.datetime) -> datetime.datetime:
 
 
 def sources_due() -> list[HarvestSource]:
-    """Active scheduled sources whose next run is due (or never computed)."""
-    now = utcnow()
-    return (
-        model.Session.query(HarvestSource)
+    """Active sources due by their frequency (next run due, or never computed);
+    the sources with a cron schedule are not among them."""
+    return [source for source, expression in _due_sources(utcnow()) if not expression]
+
+
+def _due_sources(now: datetime.datetime) -> list[tuple[HarvestSource, Optional[str]]]:
+    """``(source, schedule or None)`` of the active sources whose next run is due
+    or was never computed, by frequency or by schedule, the longest due first."""
+    rows = (
+        model.Session.query(HarvestSource, model.Package)
+        .outerjoin(model.Package, model.Package.id == HarvestSource.id)
         .filter(HarvestSource.active.is_(True))
-        .filter(HarvestSource.frequency != Frequency.MANUAL.value)
-        .filter(
-            (HarvestSource.next_run <= now) | (HarvestSource.next_run.is_(None))
-        )
-        .all()
+        .filter((HarvestSource.next_run <= now) | (HarvestSource.next_run.is_(None)))
+        .order_by(HarvestSource.next_run.asc().nullsfirst(), HarvestSource.created)
     )
+    due = []
+    for source, package in rows:
+        expression = schedule.source_schedule(package)
+        if expression or source.frequency != Frequency.MANUAL.value:
+            due.append((source, expression))
+    return due
+
+
+def _start_due_job(context: Context, source_id: str, due: datetime.datetime) -> None:
+    """Create the job of a due source and start it, or, under a cap on running
+    jobs, let it wait for a slot (:mod:`.concurrency`)."""
+    capped = concurrency.max_running_jobs() > 0
+    data = {"source_id": source_id, "run": not capped}
+    try:
+        job = toolkit.get_action("harvest_job_create")(Context(context), data)
+    except HarvestJobExists:
+        log.info("Trying to rerun job for %s skipping", source_id)
+        return
+    if capped:
+        concurrency.wait_for_slot(job["id"], due)
+
+
+def _next_scheduled_run(source: HarvestSource, expression: str) -> Optional[datetime.datetime]:
+    """The next due time of a scheduled source (None: its schedule is invalid)."""
+    try:
+        return schedule.next_due(schedule.normalize(expression), utcnow(), schedule.timezone())
+    except schedule.ScheduleError as e:
+        log.error("Harvest source %s is not scheduled: %s", source.id, e)
+        return None
 
 
 def make_scheduled_jobs(context: Context) -> None:
     """Create and run the jobs of every due source, then move ``next_run`` on.
 
-    ``next_run`` moves on even when the source already had an open job.
+    By frequency: ``next_run`` moves on even when the source already had an
+    open job (as the original). By schedule: a job starts once for the due
+    time that passed (however many passed), and ``next_run`` becomes the next
+    due time after now; a schedule without a ``next_run`` yet only gets one.
     """
-    for source in sources_due():
-        data = {"source_id": source.id, "run": True}
-        try:
-            toolkit.get_action("harvest_job_create")(Context(context), data)
-        except HarvestJobExists:
-            log.info("Trying to rerun job for %s skipping", source.id)
-        source.next_run = next_run_after(source.frequency or "", utcnow())
-        source.save()
+    with concurrency.exclusive("schedule"):
+        for source, expression in _due_sources(utcnow()):
+            if not expression:
+                _start_due_job(context, source.id, source.next_run or utcnow())
+                source.next_run = next_run_after(source.frequency or "", utcnow())
+            else:
+                next_run = _next_scheduled_run(source, expression)
+                if next_run is None:
+                    continue
+                if source.next_run is not None:
+                    _start_due_job(context, source.id, source.next_run)
+                source.next_run = next_run
+            source.save()

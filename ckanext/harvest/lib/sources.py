@@ -16,6 +16,7 @@ from ckan.types import Context
 
 from ckanext.harvest import options
 from ckanext.harvest.constants import DATASET_TYPE_NAME
+from ckanext.harvest.lib import schedule
 from ckanext.harvest.model import (
     Frequency,
     HarvestJob,
@@ -50,6 +51,7 @@ def create_source_object(data: dict[str, Any]) -> HarvestSource:
         if data.get(field) is not None:
             setattr(source, field, data[field])
     source.active = data.get("state") != "deleted"
+    schedule.update_next_run(source, data, utcnow())
     source.add()
     # Visible to the package_show that package_create runs before committing.
     model.Session.flush()
@@ -72,6 +74,7 @@ def update_source_object(data: dict[str, Any]) -> HarvestSource:
         source.config = data["config"]
     if "state" in data:
         source.active = data["state"] == "active"
+    schedule.update_next_run(source, data, utcnow())
     source.add()
     if not source.active:
         abort_new_jobs(source.id, commit=False)

@@ -12,8 +12,8 @@ from ckan import model
 from ckan.plugins import toolkit
 from ckan.types import Context
 
-from ckanext.harvest.lib import stats
-from ckanext.harvest.model import HarvestJob, HarvestLog, HarvestObject, HarvestSource
+from ckanext.harvest.lib import concurrency, stats
+from ckanext.harvest.model import HarvestJob, HarvestLog, HarvestObject, HarvestSource, JobStatus
 
 DEFAULT_ERROR_SUMMARY_LIMIT = 20
 
@@ -53,12 +53,21 @@ def harvest_job_dictize(job: HarvestJob, context: Context) -> dict[str, Any]:
 
 def harvest_jobs_dictize(jobs: Sequence[HarvestJob], context: Context) -> list[dict[str, Any]]:
     """Several jobs as :func:`harvest_job_dictize`, their statistics counted
-    together (three aggregate queries, not three per job)."""
+    together (three aggregate queries, not three per job).
+
+    A job waiting for a slot (``ckan.harvest.max_running_jobs``) also has
+    ``waiting_for_slot``: ``{"position": <1 = next to start>, "waiting": <jobs
+    waiting>}``; other jobs have no such key."""
     with_stats = context.get("return_stats", True)
     all_stats = stats.jobs_stats([job.id for job in jobs]) if with_stats else {}
+    waiting = concurrency.positions(
+        [job.id for job in jobs if job.status == JobStatus.NEW.value])
     out = []
     for job in jobs:
         job_dict = job.as_dict()
+        if job.id in waiting:
+            position, count = waiting[job.id]
+            job_dict["waiting_for_slot"] = {"position": position, "waiting": count}
         if with_stats:
             job_dict["stats"] = all_stats[job.id]
         if context.get("return_error_summary", True):

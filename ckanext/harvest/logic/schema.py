@@ -17,9 +17,11 @@ from ckanext.harvest.logic.validators import (
     harvest_source_extra_validator,
     harvest_source_frequency_exists,
     harvest_source_id_exists,
+    harvest_source_schedule_validator,
     harvest_source_type_exists,
     harvest_source_url_validator,
     preview_limit,
+    schedule_preview_count,
     string_param,
 )
 
@@ -71,6 +73,14 @@ def harvest_source_preview_params_schema() -> Schema:
             "__extras": [ignore]}
 
 
+def harvest_schedule_preview_params_schema() -> Schema:
+    """``schedule`` (checked by the action) and ``count`` (1 to 10) of
+    ``harvest_schedule_preview``."""
+    return {"schedule": [not_empty, string_param],
+            "count": [ignore_missing, is_positive_integer, schedule_preview_count],
+            "__extras": [ignore]}
+
+
 def harvest_object_list_params_schema() -> Schema:
     """The parameters of ``harvest_object_list``."""
     return dict(paging_params_schema(), source_id=[ignore_missing, string_param],
@@ -113,6 +123,7 @@ def harvest_source_schema() -> Schema:
             ignore_missing, unicode_safe, harvest_source_frequency_exists,
             convert_to_extras,
         ],
+        "schedule": [harvest_source_schedule_validator, convert_to_extras],
         "state": [ignore_missing],
         "config": [ignore_missing, harvest_source_config_validator, convert_to_extras],
         "extras": core_schema.default_extras_schema(),
@@ -142,6 +153,7 @@ def harvest_source_show_package_schema() -> Schema:
     schema.update({
         "source_type": [convert_from_extras, ignore_missing],
         "frequency": [convert_from_extras, ignore_missing],
+        "schedule": [convert_from_extras, ignore_missing],
         "config": [
             convert_from_extras, harvest_source_convert_from_config, ignore_missing
         ],

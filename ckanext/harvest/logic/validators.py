@@ -8,12 +8,12 @@ from typing import Any, Optional
 from urllib.parse import urlparse, urlunparse
 
 from ckan import model
-from ckan.lib.navl.dictization_functions import Invalid, missing, validate
+from ckan.lib.navl.dictization_functions import Invalid, StopOnError, missing, validate
 from ckan.plugins import toolkit
 from ckan.types import Context, FlattenDataDict, FlattenErrorDict, FlattenKey
 
 from ckanext.harvest.constants import DATASET_TYPE_NAME
-from ckanext.harvest.lib import harvesters, removals, secret_config
+from ckanext.harvest.lib import harvesters, removals, schedule, secret_config
 from ckanext.harvest.model import (
     UPDATE_FREQUENCIES,
     Frequency,
@@ -70,6 +70,17 @@ def preview_limit(value: Any) -> Any:
     """At most :data:`MAX_PREVIEW_LIMIT` records (after ``is_positive_integer``)."""
     if isinstance(value, int) and value > MAX_PREVIEW_LIMIT:
         raise Invalid("Must be at most %d" % MAX_PREVIEW_LIMIT)
+    return value
+
+
+#: Most run times ``harvest_schedule_preview`` lists.
+MAX_SCHEDULE_PREVIEW = 10
+
+
+def schedule_preview_count(value: Any) -> Any:
+    """At most :data:`MAX_SCHEDULE_PREVIEW` (after ``is_positive_integer``)."""
+    if isinstance(value, int) and value > MAX_SCHEDULE_PREVIEW:
+        raise Invalid("Must be at most %d" % MAX_SCHEDULE_PREVIEW)
     return value
 
 
@@ -391,6 +402,24 @@ def harvest_source_frequency_exists(value: Any) -> str:
     if str(value).upper() not in UPDATE_FREQUENCIES:
         raise Invalid("Frequency %s not recognised" % value)
     return str(value).upper()
+
+
+def harvest_source_schedule_validator(
+    key: FlattenKey, data: FlattenDataDict, errors: FlattenErrorDict, context: Context
+) -> None:
+    """A cron expression (five fields) with single spaces; empty means none.
+
+    An empty schedule is dropped (the source then runs by its frequency).
+    """
+    value = data.get(key)
+    if value is missing or value is None or (isinstance(value, str) and not value.strip()):
+        data.pop(key, None)
+        raise StopOnError
+    try:
+        data[key] = schedule.normalize(value)
+    except schedule.ScheduleError as e:
+        errors[key].append(str(e))
+        raise StopOnError from None
 
 
 def dataset_type_exists(value: Any) -> str:

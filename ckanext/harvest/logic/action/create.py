@@ -8,7 +8,7 @@ from ckan.plugins import toolkit
 from ckan.types import Context, DataDict
 
 from ckanext.harvest.constants import DATASET_TYPE_NAME
-from ckanext.harvest.lib import hashes, jobs, objects
+from ckanext.harvest.lib import concurrency, hashes, jobs, objects
 from ckanext.harvest.logic import HarvestJobExists
 from ckanext.harvest.logic.dictization import (
     harvest_job_dictize,
@@ -39,6 +39,9 @@ def harvest_source_create(context: Context, data_dict: DataDict) -> dict[str, An
     :param notes: its description
     :param source_type: the harvester type, e.g. ``ckan``
     :param frequency: MANUAL, MONTHLY, WEEKLY, BIWEEKLY, DAILY or ALWAYS
+    :param schedule: a cron expression of five fields, read in
+        ``ckan.harvest.timezone`` (optional; when set, the source runs on it
+        instead of its frequency)
     :param config: the harvester configuration (usually JSON)
     :param owner_org: the organisation id
     :param private: whether the source is private
@@ -58,7 +61,9 @@ def harvest_job_create(context: Context, data_dict: DataDict) -> dict[str, Any]:
     """Create a job for a source and, unless ``run`` is false, start it.
 
     :param source_id: the source id
-    :param run: send the job to the gather queue (default True)
+    :param run: send the job to the gather queue (default True); under
+        ``ckan.harvest.max_running_jobs`` the job may wait for a slot instead
+        (``New``, with ``waiting_for_slot`` in the job dict)
     :param force: import every record, even those whose content hash says they
         are unchanged (boolean, default False)
     :returns: the job dict (with ``stats``)
@@ -73,11 +78,21 @@ def harvest_job_create(context: Context, data_dict: DataDict) -> dict[str, Any]:
     if force:
         hashes.mark_forced(job.id)  # before the gather can start
     if toolkit.asbool(data_dict.get("run", True)):
-        toolkit.get_action("harvest_send_job_to_gather_queue")(
-            Context(context), {"id": job.id}
-        )
+        _start(context, job.id, job.created)
     job = jobs.get_job_or_404(job.id)
     return harvest_job_dictize(job, Context(context, return_error_summary=False))
+
+
+def _start(context: Context, job_id: str, due: Any) -> None:
+    """Send the job to the gather queue; under ``ckan.harvest.max_running_jobs``
+    it waits for a slot instead, and starts now only if one is free for it."""
+    if not concurrency.max_running_jobs():
+        toolkit.get_action("harvest_send_job_to_gather_queue")(
+            Context(context), {"id": job_id}
+        )
+        return
+    concurrency.wait_for_slot(job_id, due)
+    concurrency.start_waiting_jobs(context)
 
 
 def _force_flag(data_dict: DataDict) -> bool:

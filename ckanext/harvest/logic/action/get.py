@@ -19,6 +19,7 @@ from ckanext.harvest.lib import (
     preview,
     progress,
     removals,
+    schedule,
     secret_config,
     sources,
     stalls,
@@ -61,6 +62,7 @@ __all__ = [
     "harvest_get_notifications_recipients",
     "harvest_job_progress",
     "harvest_health_show",
+    "harvest_schedule_preview",
 ]
 
 
@@ -448,3 +450,20 @@ def harvest_health_show(context: Context, data_dict: DataDict) -> dict[str, Any]
                      for job in timeline["jobs"]],
         },
     }
+
+
+def harvest_schedule_preview(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """The next run times of a cron schedule (the preview of the source form).
+
+    :param schedule: a cron expression of five fields, e.g. ``0 3 * * *``
+    :param count: how many run times, 1 to 10 (default 3)
+    :returns: ``{"schedule": <the expression, single-spaced>, "timezone":
+        <ckan.harvest.timezone>, "next_runs": [<ISO 8601 times in that zone>]}``
+    :raises ValidationError: an invalid expression, count or time zone
+    """
+    toolkit.check_access("harvest_schedule_preview", Context(context), data_dict)
+    data = check_params(data_dict, schema.harvest_schedule_preview_params_schema(), context)
+    try:
+        return schedule.preview(data.get("schedule"), jobs.utcnow(), data.get("count", 3))
+    except schedule.ScheduleError as e:
+        raise toolkit.ValidationError({"schedule": [str(e)]}) from None

@@ -12,7 +12,16 @@ from ckan.plugins.toolkit import config
 from ckan.types import Context, DataDict
 
 from ckanext.harvest.constants import DATASET_TYPE_NAME
-from ckanext.harvest.lib import clearing, detaching, jobs, objects, removals, sources, stalls
+from ckanext.harvest.lib import (
+    clearing,
+    concurrency,
+    detaching,
+    jobs,
+    objects,
+    removals,
+    sources,
+    stalls,
+)
 from ckanext.harvest.lib.mail import (  # noqa: F401 - public names of this module
     get_mail_extra_vars,
     prepare_error_mail,
@@ -61,6 +70,9 @@ DEFAULT_LIFE_SPAN = 7
 
 def harvest_source_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
     """Update a harvest source (full replacement, like ``package_update``).
+
+    The fields are those of ``harvest_source_create``; like the others, a
+    ``schedule`` left out is removed (``harvest_source_patch`` keeps it).
 
     :param id: the id or name of the source
     :returns: the updated source dataset
@@ -335,6 +347,9 @@ def _finish_job(context: Context, job: HarvestJob) -> None:
 def harvest_jobs_run(context: Context, data_dict: DataDict) -> list[Any]:
     """Start scheduled jobs and close the running ones that are done (cron).
 
+    Then, under ``ckan.harvest.max_running_jobs``, the jobs waiting for a slot
+    start, oldest due first, as far as slots are free.
+
     :param source_id: only look at the jobs of this source (no scheduling)
     :returns: an empty list
     """
@@ -352,6 +367,7 @@ def harvest_jobs_run(context: Context, data_dict: DataDict) -> list[Any]:
             continue
         if jobs.close_if_finished(job):
             _finish_job(context, job)
+    concurrency.start_waiting_jobs(context)
     queue.resubmit_jobs()
     queue.resubmit_objects()
     return []

@@ -28,6 +28,7 @@ __all__ = [
     "harvest_job_removals_show",
     "harvest_job_progress",
     "harvest_health_show",
+    "harvest_schedule_preview",
 ]
 
 
@@ -142,3 +143,9 @@ def harvest_job_progress(context: Context, data_dict: DataDict) -> AuthResult:
 def harvest_health_show(context: Context, data_dict: DataDict) -> AuthResult:
     """Sysadmins only: the health of every source."""
     return sysadmins_only(toolkit._("Only sysadmins can see the harvest health page"))
+
+
+@toolkit.auth_allow_anonymous_access
+def harvest_schedule_preview(context: Context, data_dict: DataDict) -> AuthResult:
+    """Anyone may see when a cron expression would run (nothing is read)."""
+    return {"success": True}
