@@ -452,6 +452,7 @@ def harvest_health_show(context: Context, data_dict: DataDict) -> dict[str, Any]
     }
 
 
+@toolkit.side_effect_free
 def harvest_schedule_preview(context: Context, data_dict: DataDict) -> dict[str, Any]:
     """The next run times of a cron schedule (the preview of the source form).
 
