@@ -360,9 +360,10 @@ def harvest_jobs_run(context: Context, data_dict: DataDict) -> list[Any]:
     if not source_id:
         _make_scheduled_jobs(context, data_dict)
     timeout = jobs.timeout_minutes(config)
+    running = jobs.running_jobs(source_id)
     # Before the timeout check: a stall is reported before the timeout ends the job.
-    stalls.check_jobs(context, jobs.running_jobs(source_id), config)
-    for job in jobs.running_jobs(source_id):
+    stalls.check_jobs(context, running, config)
+    for job in running:
         if jobs.close_if_timed_out(job, timeout):
             continue
         if jobs.close_if_finished(job):
