@@ -295,6 +295,22 @@ select (select count(*) from harvest_gather_error where harvest_job_id = %s),
 """
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) CPU ticks of the machine so far (/proc/stat; zeros elsewhere).
+    Steal is the time the hypervisor gave this VM's CPUs to others."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_percent(before: tuple[int, int]) -> float:
+    """Percentage of CPU time stolen by the hypervisor since ``before``."""
+    steal, total = cpu_ticks()
+    return 100.0 * (steal - before[0]) / (total - before[1]) if total > before[1] else 0.0
+
+
 def harvest(label: str, local_ini: str, consumers: Consumers, db: Any,
             timeout: float) -> dict[str, Any]:
     """Create a job, wait for the consumers to do it, close it; its timings."""
@@ -302,7 +318,7 @@ def harvest(label: str, local_ini: str, consumers: Consumers, db: Any,
                  capture=True).stdout
     job_id = re.search(r"Job id: (\S+)", output).group(1)  # type: ignore[union-attr]
     say("%s: job %s queued" % (label, job_id))
-    started, last_print = time.monotonic(), 0.0
+    started, last_print, ticks = time.monotonic(), 0.0, cpu_ticks()
     while True:
         consumers.check_alive()
         consumers.sample()
@@ -334,9 +350,11 @@ def harvest(label: str, local_ini: str, consumers: Consumers, db: Any,
         "queue_wait_seconds": (g_start - created).total_seconds(),
         "rate": total / seconds if seconds > 0 else 0.0, "report": report,
         "gather_errors": gather_errors, "object_errors": object_errors,
+        "steal_percent": steal_percent(ticks),
     }
-    say("%s: %d objects in %.1f s (%.1f/s; gather %.1f s): %s" % (
+    say("%s: %d objects in %.1f s (%.1f/s; gather %.1f s; CPU steal %.1f %%): %s" % (
         label, total, seconds, result["rate"], result["gather_seconds"],
+        result["steal_percent"],
         ", ".join("%s %d" % kv for kv in sorted(report.items()))))
     return result
 
@@ -685,10 +703,13 @@ def measure(args: argparse.Namespace, local_ini: str, remote_ini: str) -> dict[s
     datasets_file = STATE / "remote-datasets.json"
     datasets_file.write_text(json.dumps(remote_datasets()))
     reset_local(local_ini)
+    ticks = cpu_ticks()
     results["floor"] = inprocess(local_ini, "floor", str(datasets_file), args.source_config,
                                  str(args.changed))
-    say("(F) floor: %d datasets in %.1f s" % (results["floor"]["created"],
-                                              results["floor"]["seconds"]))
+    results["floor"]["steal_percent"] = steal_percent(ticks)
+    say("(F) floor: %d datasets in %.1f s (CPU steal %.1f %%)" % (
+        results["floor"]["created"], results["floor"]["seconds"],
+        results["floor"]["steal_percent"]))
     return results
 
 

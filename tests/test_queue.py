@@ -337,10 +337,12 @@ def test_fetch_consumer_goes_on_after_a_stage_exception():
     send("fetch", harvest_object_id=bad.id)
     send("fetch", harvest_object_id=good.id)
 
+    bad_id, good_id = bad.id, good.id  # the consumer's rollback expires them
+
     assert queue.run_fetch_consumer(stop_after=2) == 2
 
-    assert fresh(HarvestObject, bad.id).state == ObjectState.ERROR.value
-    assert fresh(HarvestObject, good.id).state == ObjectState.COMPLETE.value
+    assert fresh(HarvestObject, bad_id).state == ObjectState.ERROR.value
+    assert fresh(HarvestObject, good_id).state == ObjectState.COMPLETE.value
     assert nothing_in_flight()
 
 
@@ -472,15 +474,21 @@ def test_an_object_that_ends_complete_despite_a_lost_connection_is_kept(
 def _terminate_behind_the_session() -> None:
     """Terminate the session's connection from another one: the session learns it
     only at its next statement (here: the stage driver's own commit)."""
-    pid = model.Session.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+    _terminate(model.Session.execute(sa.text("SELECT pg_backend_pid()")).scalar())
+
+
+def _terminate(pid: int) -> None:
+    """End the database session ``pid`` and wait until it is gone."""
     with model.meta.engine.connect() as other:
         other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         # A loaded machine may take seconds to end the backend.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if not other.execute(sa.text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
-                    {"pid": pid}).scalar():
+            alive = other.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                {"pid": pid}).scalar()
+            other.commit()  # pg_stat_activity is a snapshot per transaction
+            if not alive:
                 return
             time.sleep(0.05)
     raise AssertionError("the connection survived pg_terminate_backend")
@@ -546,6 +554,68 @@ def test_consumer_survives_when_its_session_connection_is_dead_too(harvester,
     monkeypatch.setattr(worker, "_exclusive", exclusive)
 
     _imported_at_the_second_delivery("all-connections-lost", calls, monkeypatch)
+
+
+def _lock_connection_pid() -> int:
+    connection = worker._lock_connection.connection
+    assert connection is not None
+    return connection.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+
+
+def test_the_lock_connection_is_kept_and_replaced_when_it_died(monkeypatch, caplog):
+    """One lock connection per consumer thread, from one message to the next; one
+    that died in between (database restarted) is replaced at once, without
+    giving the message back."""
+    monkeypatch.setattr(worker, "RETRY_DELAY_SECONDS", 30)  # a give-back would show
+    objects = [object_for(guid="kept-%d" % i) for i in range(3)]
+    for obj in objects:
+        send("fetch", harvest_object_id=obj.id)
+
+    assert queue.run_fetch_consumer(stop_after=1, idle_timeout=10) == 1
+    first = _lock_connection_pid()
+    assert queue.run_fetch_consumer(stop_after=1, idle_timeout=10) == 1
+    assert _lock_connection_pid() == first
+    _terminate(first)
+    started = time.monotonic()
+    assert queue.run_fetch_consumer(stop_after=1, idle_timeout=10) == 1
+
+    assert time.monotonic() - started < 20
+    assert _lock_connection_pid() != first
+    for obj in objects:
+        done = fresh(HarvestObject, obj.id)
+        assert (done.state, done.report_status, done.retry_times) == (
+            ObjectState.COMPLETE.value, ReportStatus.ADDED.value, 1)
+    assert not any("Database unavailable" in message for message in caplog.messages)
+    assert nothing_in_flight()
+
+
+def test_the_consumer_commits_the_move_to_fetch_before_the_fetch_stage(harvester,
+                                                                       monkeypatch):
+    """Written on the lock connection (the session keeps its transaction), but
+    committed all the same: another connection sees FETCH and the attempt."""
+    original = harvester.fetch_stage
+    seen: list[tuple[str, int, bool]] = []
+
+    def fetch_stage(obj: Any) -> Any:
+        with model.meta.engine.connect() as other:
+            row = other.execute(sa.text(
+                "SELECT state, retry_times, fetch_started IS NOT NULL AS started"
+                " FROM harvest_object WHERE id = :id"), {"id": obj.id}).one()
+        seen.append(tuple(row))
+        return original(obj)
+
+    monkeypatch.setattr(harvester, "fetch_stage", fetch_stage)
+    obj = object_for(guid="fetch-committed")
+    object_id = obj.id
+    send("fetch", harvest_object_id=object_id)
+
+    assert queue.run_fetch_consumer(stop_after=1, idle_timeout=10) == 1
+
+    assert seen == [("FETCH", 1, True)]
+    done = fresh(HarvestObject, object_id)
+    assert (done.state, done.report_status, done.retry_times) == (
+        ObjectState.COMPLETE.value, ReportStatus.ADDED.value, 1)
+    assert done.fetch_started is not None and done.fetch_finished is not None
 
 
 # -- one consumer at a time per object ---------------------------------------------

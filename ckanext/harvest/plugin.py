@@ -14,7 +14,15 @@ from ckan.plugins import toolkit
 
 from ckanext.harvest import mq
 from ckanext.harvest.constants import DATASET_TYPE_NAME, N_
-from ckanext.harvest.lib import dblog, hashes, indexing, schedule, secret_config, sources
+from ckanext.harvest.lib import (
+    dblog,
+    hashes,
+    indexing,
+    schedule,
+    secret_config,
+    sources,
+    stages,
+)
 from ckanext.harvest.logic import schema as harvest_schema
 from ckanext.harvest.model import HarvestSource
 
@@ -234,9 +242,11 @@ class Harvest(p.SingletonPlugin, DefaultDatasetForm, DefaultTranslation):
 
     def create(self, entity: model.Package) -> None:
         hashes.dataset_written(entity)
+        stages.dataset_flushed(entity)
 
     def edit(self, entity: model.Package) -> None:
         hashes.dataset_written(entity)
+        stages.dataset_flushed(entity)
 
     def after_dataset_create(self, context: Any, data_dict: dict[str, Any]) -> None:
         if _is_harvest_source(data_dict) and not self.startup:

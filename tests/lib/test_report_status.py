@@ -4,12 +4,21 @@ with the original's rule: ``updated`` when the dataset has another object."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from ckan import model
 from ckan.tests import factories, helpers
 
+from ckanext.harvest.lib import stages
+from ckanext.harvest.lib.recovery import discard_session
+from ckanext.harvest.model import (
+    HarvestJob,
+    HarvestObject,
+    HarvestObjectExtra,
+    JobStatus,
+)
 from tests.lib.test_removals import ListHarvester, _datasets, _rows, _run, _source, _statuses
 from tests.support.marks import harvest_site
 
@@ -34,15 +43,20 @@ def _objects_per_package(job_id: str) -> dict[str, int]:
         " FROM harvest_object o WHERE o.harvest_job_id = :j", j=job_id)}
 
 
-def test_first_import_is_added_a_changed_one_updated(harvester: ListHarvester,
-                                                     org_id: str) -> None:
+def _two_jobs_one_change(harvester: ListHarvester,
+                         org_id: str) -> tuple[HarvestJob, HarvestJob]:
+    """Two datasets harvested, then again after the remote changed one of them."""
     harvester.remote = _datasets(2, org_id)
     source = _source(None)
-
     first = _run(harvester, source)
     harvester.remote["remote-0"] = dict(harvester.remote["remote-0"], title="Renamed",
                                         metadata_modified="2025-01-01T00:00:00")
-    second = _run(harvester, source)
+    return first, _run(harvester, source)
+
+
+def test_first_import_is_added_a_changed_one_updated(harvester: ListHarvester,
+                                                     org_id: str) -> None:
+    first, second = _two_jobs_one_change(harvester, org_id)
 
     assert _statuses(first) == {"remote-0": "added", "remote-1": "added"}
     assert _objects_per_package(first.id) == {"remote-0": 2, "remote-1": 1}
@@ -65,3 +79,77 @@ def test_a_local_dataset_written_by_its_first_object_is_added(
     assert model.Session.execute(sa.text(
         "SELECT title FROM package WHERE id = :id"), {"id": local["id"]}).scalar() == (
         "Dataset 0")
+
+
+def _xmins(job_id: str) -> dict[str, tuple[str, str]]:
+    """For each written object of the job: the transaction that last wrote its
+    row, and the one that last wrote its dataset's row."""
+    return {row.guid: (row.object_xmin, row.package_xmin) for row in _rows(
+        "SELECT o.guid, o.xmin::text AS object_xmin, p.xmin::text AS package_xmin"
+        " FROM harvest_object o JOIN package p ON p.id = o.package_id"
+        " WHERE o.harvest_job_id = :j AND o.report_status IN ('added', 'updated')",
+        j=job_id)}
+
+
+def test_an_object_is_finished_in_its_datasets_own_transaction(
+        harvester: ListHarvester, org_id: str) -> None:
+    first, second = _two_jobs_one_change(harvester, org_id)
+
+    written = list(_xmins(first.id).items()) + list(_xmins(second.id).items())
+    assert sorted(guid for guid, _ in written) == ["remote-0", "remote-0", "remote-1"]
+    first_remote_0 = _xmins(first.id).get("remote-0")
+    assert first_remote_0 is None or first_remote_0[0] != first_remote_0[1]
+    for guid, (object_xmin, package_xmin) in written:
+        if (guid, (object_xmin, package_xmin)) == ("remote-0", first_remote_0):
+            continue  # its dataset was written again by the second job
+        assert object_xmin == package_xmin, guid
+    assert _rows("SELECT count(*) AS n FROM harvest_object WHERE state <> 'COMPLETE'"
+                 " OR import_finished IS NULL")[0].n == 0
+
+
+class ExtraAfterWrite(ListHarvester):
+    """Adds an object extra after the dataset is written, without committing it."""
+
+    def import_stage(self, harvest_object: HarvestObject) -> Any:
+        result = super().import_stage(harvest_object)
+        model.Session.add(HarvestObjectExtra(harvest_object_id=harvest_object.id,
+                                             key="after_write", value="kept"))
+        return result
+
+
+def test_what_a_harvester_adds_after_the_write_is_still_committed(org_id: str) -> None:
+    harvester = ExtraAfterWrite()
+    harvester.remote = _datasets(1, org_id)
+
+    job = HarvestJob(source=_source(None), status=JobStatus.RUNNING.value)
+    job.save()
+    job_id = job.id
+    for object_id in stages.gather_stage(harvester, job):
+        stages.fetch_and_import_stages(harvester, HarvestObject.get(object_id))
+        discard_session()  # as the fetch consumer does after each object
+
+    assert _statuses(HarvestJob.get(job_id)) == {"remote-0": "added"}
+    assert [row.value for row in _rows(
+        "SELECT e.value FROM harvest_object_extra e JOIN harvest_object o"
+        " ON o.id = e.harvest_object_id WHERE o.harvest_job_id = :j"
+        " AND e.key = 'after_write'", j=job_id)] == ["kept"]
+
+
+def test_a_dataset_write_that_fails_after_the_hooks_leaves_an_errored_object(
+        harvester: ListHarvester, org_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckan.lib.search import SearchIndexError
+    from ckan.lib.search.index import PackageSearchIndex
+
+    def refuse(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise SearchIndexError("index unavailable")
+
+    harvester.remote = _datasets(1, org_id)
+    monkeypatch.setattr(PackageSearchIndex, "index_package", refuse)
+
+    job = _run(harvester, _source(None))
+    model.Session.remove()
+
+    assert _statuses(job) == {"remote-0": "errored"}
+    assert _rows("SELECT state FROM harvest_object WHERE harvest_job_id = :j",
+                 j=job.id)[0].state == "ERROR"
+    assert _rows("SELECT count(*) AS n FROM package WHERE id = 'remote-0'")[0].n == 0

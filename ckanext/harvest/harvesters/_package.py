@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+import functools
 import re
 from typing import Any, Callable, Optional
 
@@ -87,27 +88,40 @@ class LocalDataset:
     previous: Optional[hashes.PreviousImport]
 
 
-def local_dataset(reference: Optional[str]) -> Optional[LocalDataset]:
-    """The dataset with id ``reference``, else name ``reference`` (as
-    ``Package.get``), with its withdrawal, detachment and last import: one
-    query for what would otherwise take four (None when there is none)."""
-    if not reference:
-        return None
+@functools.cache
+def _local_dataset_statements() -> tuple[Any, Any]:
+    """The two statements of :func:`local_dataset`, built once (building the
+    second took longer than running it)."""
     package = model.Package
+    reference: Any = sa.bindparam("reference")
+    find = sa.select(package.id).where((package.id == reference)
+                                       | (package.name == reference))
     latest = hashes.current_import(package.id)
-    query = (
+    details = (
         sa.select(package.id, package.name, package.metadata_modified, package.state,
                   latest.c.guid, latest.c.object_id, latest.c.content_hash,
                   latest.c.recorded_modified,
                   removals.withdrawn_condition(package.id),
                   detaching.detached_source(package.id))
         .outerjoin(latest, sa.true())
-        .where((package.id == reference) | (package.name == reference))
+        .where(package.id == sa.bindparam("package_id"))
     )
-    rows = model.Session.execute(query).all()
-    if not rows:
+    return find, details
+
+
+def local_dataset(reference: Optional[str]) -> Optional[LocalDataset]:
+    """The dataset with id ``reference``, else name ``reference`` (as
+    ``Package.get``), with its withdrawal, detachment and last import (None
+    when there is none): one indexed lookup for a new dataset, two queries for
+    an existing one, for what would otherwise take five."""
+    if not reference:
         return None
-    row = next((row for row in rows if row[0] == reference), rows[0])
+    find, details = _local_dataset_statements()
+    found = model.Session.execute(find, {"reference": reference}).scalars().all()
+    if not found:
+        return None
+    row = model.Session.execute(details, {
+        "package_id": reference if reference in found else found[0]}).one()
     (package_id, name, modified, state, guid, object_id, content_hash, recorded,
      withdrawn, detached) = row
     previous = None

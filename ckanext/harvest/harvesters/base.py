@@ -531,7 +531,8 @@ class HarvesterBase(p.SingletonPlugin):
         model.Session.execute(sa.text(DEFER_PACKAGE_FKEY))
         model.Session.flush()
         data_dict = _package.action_form(package_dict, form, context)
-        with indexing.writing(harvest_object):
+        with indexing.writing(harvest_object), \
+                stages.finishing(harvest_object, stages.written_status(0)):
             toolkit.get_action("package_create")(context, data_dict)
         # A new dataset: no other object can refer to it.
         stages.dataset_written(harvest_object, other_objects=0)
@@ -567,7 +568,8 @@ class HarvesterBase(p.SingletonPlugin):
         harvest_object.package_id = package_dict["id"]
         harvest_object.current = True
         model.Session.flush()
-        with indexing.writing(harvest_object):
+        with indexing.writing(harvest_object), \
+                stages.finishing(harvest_object, stages.written_status(others)):
             toolkit.get_action("package_update")(context, data_dict)
         stages.dataset_written(harvest_object, other_objects=others)
 

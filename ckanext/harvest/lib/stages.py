@@ -11,8 +11,11 @@ Nothing here depends on configuration or on the queues.
 """
 from __future__ import annotations
 
+import dataclasses
+import threading
 import weakref
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
 
 from ckan import model
 
@@ -72,7 +75,69 @@ def dataset_written(obj: HarvestObject, other_objects: int) -> None:
     (``added`` for the first object, else ``updated``) is then known without
     asking the database (which, the dataset's commit having expired ``obj``,
     would take two queries)."""
-    _written[obj] = (ReportStatus.UPDATED if other_objects else ReportStatus.ADDED).value
+    _written[obj] = written_status(other_objects)
+
+
+def written_status(other_objects: int) -> str:
+    """Report status of an object that wrote its dataset, which has
+    ``other_objects`` other objects: ``added`` for the first, else ``updated``."""
+    return (ReportStatus.UPDATED if other_objects else ReportStatus.ADDED).value
+
+
+@dataclasses.dataclass
+class _Finishing:
+    obj: HarvestObject
+    report_status: str
+
+
+_finishing = threading.local()
+#: Objects whose final state was added to their dataset's own write
+#: (:func:`dataset_flushed`): the stage driver does not write it again.
+_finished_with_dataset: weakref.WeakSet[HarvestObject] = weakref.WeakSet()
+
+
+@contextmanager
+def finishing(obj: HarvestObject, report_status: str) -> Iterator[None]:
+    """While the dataset of ``obj`` (its current object, ``package_id`` set) is
+    created or updated: the plugin's ``IPackageController`` hooks call
+    :func:`dataset_flushed`, which gives ``obj`` its final state (``COMPLETE``,
+    ``report_status``, ``import_finished``) in the dataset's own transaction.
+    The object is then finished exactly when its dataset is committed: one
+    write and one commit less per object, and no window in which a committed
+    dataset has an unfinished object."""
+    previous = getattr(_finishing, "pending", None)
+    _finishing.pending = _Finishing(obj, report_status)
+    try:
+        yield
+    finally:
+        _finishing.pending = previous
+
+
+def dataset_flushed(package: Any) -> None:
+    """Hook of ``package_create``/``package_update``, after their flush and before
+    their commit (see :func:`finishing`)."""
+    pending: Optional[_Finishing] = getattr(_finishing, "pending", None)
+    if pending is None or pending.obj.package_id != package.id:
+        return
+    obj = pending.obj
+    obj.state = ObjectState.COMPLETE.value
+    obj.report_status = pending.report_status
+    obj.import_finished = utcnow()
+    _finished_with_dataset.add(obj)
+
+
+def _committed_with_dataset(obj: HarvestObject) -> bool:
+    """Whether the final state of ``obj`` was committed with its dataset and
+    nothing changed it since (a rollback reloads the state; a harvester that
+    deferred the commit leaves the object modified)."""
+    if obj not in _finished_with_dataset:
+        return False
+    _finished_with_dataset.discard(obj)
+    session = model.Session()
+    if session.new or session.deleted or any(map(session.is_modified, session.dirty)):
+        return False  # left to commit: the final save commits it, as before
+    return (obj in session and obj.state == ObjectState.COMPLETE.value
+            and obj.import_finished is not None)
 
 
 def _report_status(obj: HarvestObject) -> str:
@@ -100,7 +165,8 @@ def import_raised(obj: HarvestObject) -> bool:
 
 
 def _import(harvester: IHarvester, obj: HarvestObject) -> bool:
-    """Run the import stage; returns False when the object is done ("unchanged").
+    """Run the import stage; returns False when the object is done: "unchanged",
+    or finished with its dataset's commit (:func:`finishing`).
 
     The move to ``IMPORT`` is neither flushed nor committed here: the
     harvester's first commit (the dataset's) carries it, or else the final
@@ -114,6 +180,9 @@ def _import(harvester: IHarvester, obj: HarvestObject) -> bool:
     _importing.add(obj)
     result = harvester.import_stage(obj)  # if it raises, obj stays in _importing
     _importing.discard(obj)
+    if result and result != "unchanged" and _committed_with_dataset(obj):
+        _written.pop(obj, None)
+        return False  # finished with its dataset (see finishing)
     # Again: lost if the harvester rolled back before committing (set, not read,
     # so that an object expired by the harvester's commit is not loaded again).
     obj.import_started = started
@@ -139,14 +208,20 @@ def _user_name(harvester: IHarvester) -> str:
     return removals.site_user_name()
 
 
-def fetch_and_import_stages(harvester: IHarvester, obj: HarvestObject) -> None:
+def fetch_and_import_stages(harvester: IHarvester, obj: HarvestObject, *,
+                            save_fetch: Optional[Callable[[HarvestObject], None]] = None,
+                            ) -> None:
     """Run the fetch stage of ``obj``, then its import stage if fetch returned True.
 
     Sets the state, timestamps and report status of the object. Commits: the
     move to ``FETCH`` (with any pending attempt count) before the fetch stage,
     the move to ``IMPORT`` with the harvester's first commit, and the final
-    state together with the report status. Exceptions raised by the harvester
-    propagate.
+    state together with the report status (with the dataset itself when the
+    harvester writes it through ``HarvesterBase``: see :func:`finishing`).
+    Exceptions raised by the harvester propagate.
+
+    ``save_fetch`` commits the move to ``FETCH`` instead of ``obj.save()`` (the
+    fetch consumer writes it on its lock connection).
     """
     if removals.is_withdrawal(obj):
         # The framework's own object: the harvester's stages never see it.
@@ -154,7 +229,10 @@ def fetch_and_import_stages(harvester: IHarvester, obj: HarvestObject) -> None:
         return
     obj.fetch_started = utcnow()
     obj.state = ObjectState.FETCH.value
-    obj.save()
+    if save_fetch is None:
+        obj.save()
+    else:
+        save_fetch(obj)
     result = harvester.fetch_stage(obj)
     obj.fetch_finished = utcnow()  # committed with the next step, whichever it is
     if result is True:

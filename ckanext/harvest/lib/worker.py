@@ -33,6 +33,8 @@ import dataclasses
 import functools
 import json
 import logging
+import os
+import threading
 import time
 from contextlib import closing, contextmanager
 from typing import Any, Callable, Iterator, Mapping, Optional
@@ -41,6 +43,7 @@ import sqlalchemy as sa
 from ckan import model
 from sqlalchemy import orm
 from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError, PendingRollbackError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ckanext.harvest import mq, options
 from ckanext.harvest.interfaces import IHarvester
@@ -357,10 +360,86 @@ def _record_object_failure(obj: HarvestObject, exc: Exception) -> None:
 def _run_object_stages(harvester: IHarvester, obj: HarvestObject) -> None:
     object_id = obj.id  # reading it after a failed commit would query again
     try:
-        fetch_and_import_stages(harvester, obj)
+        fetch_and_import_stages(harvester, obj, save_fetch=_save_fetch)
     except Exception as exc:
         log.exception("Harvest object %s: stage raised", object_id)
         _record_object_failure(obj, exc)
+
+
+_TRY_LOCK = sa.text("SELECT pg_try_advisory_lock(hashtextextended(:id, 0))")
+_UNLOCK = sa.text("SELECT pg_advisory_unlock(hashtextextended(:id, 0))")
+_LOCK_TIMEOUT = sa.text("SET lock_timeout = '10s'")
+
+
+class _LockConnection(threading.local):
+    """The connection a consumer thread holds its object locks on, kept from one
+    message to the next (a pool checkout with its pre-ping and reset per message
+    cost more than the lock itself). Autocommit: it is never in a transaction."""
+
+    engine: Any = None
+    connection: Optional[sa.engine.Connection] = None
+    pid: int = 0
+
+    def get(self) -> tuple[sa.engine.Connection, bool]:
+        """The connection, and whether it was held already (may have gone stale)."""
+        engine = model.meta.engine
+        held = self.connection
+        if held is not None and self.pid != os.getpid():
+            # A forked process shares the parent's socket: never use nor close it.
+            _ABANDONED.append(held)
+            held = self.connection = None
+        if held is not None and (self.engine is not engine or held.closed
+                                 or held.invalidated):
+            self.drop()
+            held = None
+        if held is not None:
+            return held, True
+        connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        # Its writes (_save_fetch) never wait long for a row lock of this process.
+        connection.execute(_LOCK_TIMEOUT)
+        self.connection, self.engine, self.pid = connection, engine, os.getpid()
+        return connection, False
+
+    def current(self) -> Optional[sa.engine.Connection]:
+        """The connection if this thread holds one for the current engine."""
+        held = self.connection
+        if (held is None or self.engine is not model.meta.engine
+                or self.pid != os.getpid() or held.closed or held.invalidated):
+            return None
+        return held
+
+    def drop(self) -> None:
+        """Forget the connection; closing it ends its database session, which
+        releases whatever lock it still held."""
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            try:
+                connection.invalidate()
+                connection.close()
+            except Exception:  # noqa: BLE001 - it is being thrown away
+                log.debug("Lock connection discarded", exc_info=True)
+
+
+_lock_connection = _LockConnection()
+_ABANDONED: list[sa.engine.Connection] = []
+
+
+def _try_lock(key: dict[str, str]) -> tuple[sa.engine.Connection, bool]:
+    connection, reused = _lock_connection.get()
+    try:
+        return connection, bool(connection.execute(_TRY_LOCK, key).scalar())
+    except DatabaseError:
+        _lock_connection.drop()
+        if not reused:
+            raise
+    # The connection kept from the previous message died meanwhile (e.g. the
+    # database restarted): once more on a new one.
+    connection, _ = _lock_connection.get()
+    try:
+        return connection, bool(connection.execute(_TRY_LOCK, key).scalar())
+    except DatabaseError:
+        _lock_connection.drop()
+        raise
 
 
 @contextmanager
@@ -369,27 +448,46 @@ def _exclusive(object_id: str) -> Iterator[bool]:
 
     Yields False when another consumer holds it: the message is a duplicate of one
     being handled right now (re-sent, or re-delivered by a broker that lost sight
-    of the first consumer). The lock lives on a connection of its own, so that the
-    stages' commits and rollbacks do not touch it; it goes when that connection
-    closes, e.g. when the consumer dies.
+    of the first consumer). The lock lives on a connection of its own (one per
+    consumer thread, kept across messages), so that the stages' commits and
+    rollbacks do not touch it; it goes when that connection closes, e.g. when
+    the consumer dies.
     """
-    connection = model.meta.engine.connect()
     key = {"id": object_id}
-    locked = False
+    connection, locked = _try_lock(key)
     try:
-        locked = bool(connection.execute(
-            sa.text("SELECT pg_try_advisory_lock(hashtextextended(:id, 0))"), key
-        ).scalar())
         yield locked
     finally:
-        try:
-            if locked:
-                connection.execute(
-                    sa.text("SELECT pg_advisory_unlock(hashtextextended(:id, 0))"), key)
-        except DatabaseError:
-            connection.invalidate()  # ending the database session releases the lock
-        finally:
-            connection.close()
+        if locked:
+            try:
+                connection.execute(_UNLOCK, key)
+            except DatabaseError:
+                _lock_connection.drop()  # ending its session releases the lock
+
+
+#: What the move to ``FETCH`` changes (:func:`_save_fetch`).
+_FETCH_MOVE = ("state", "fetch_started", "retry_times")
+
+
+def _save_fetch(obj: HarvestObject) -> None:
+    """Commit the object's move to ``FETCH`` (with its attempt count) on the
+    connection holding its lock: one autocommitted statement, while the session
+    keeps its transaction (no commit, no new connection checkout with its
+    pre-ping). When the session has anything else to commit, ``obj.save()``."""
+    session = model.Session()
+    connection = _lock_connection.current()
+    pending: set[str] = set(sa.inspect(obj).committed_state) - set(_FETCH_MOVE)
+    others = (session.new or session.deleted
+              or any(session.is_modified(other) for other in session.dirty
+                     if other is not obj))
+    if connection is None or pending or others:
+        obj.save()
+        return
+    values = {key: getattr(obj, key) for key in _FETCH_MOVE}
+    table = HarvestObject.__table__
+    connection.execute(sa.update(table).where(table.c.id == obj.id).values(**values))
+    for key, value in values.items():
+        set_committed_value(obj, key, value)
 
 
 def _skip_if_done(obj: HarvestObject, delivery: _Delivery) -> bool:
