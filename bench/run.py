@@ -10,7 +10,8 @@ no web server) harvests it with a ``ckan harvester gather-consumer`` and a
 2. a re-harvest with nothing changed on the remote;
 3. a re-harvest after 10 % of the remote datasets changed;
 4. the floor: the same N datasets created with ``package_create`` in-process in
-   the cleared local database (no harvest machinery);
+   the cleared local database (no harvest machinery), before and after the
+   harvests (the ratios use the mean of the two);
 5. the peak RSS (VmHWM) of the two consumers.
 
 See bench/README.rst. Run it with ``bench/bench.sh [--n N]`` (or ``make bench``).
@@ -125,7 +126,10 @@ def start_remote(remote_ini: str) -> Optional[subprocess.Popen]:
              "password=Harvest-bench-2026"], "remote.log")
     run([CKAN, "-c", remote_ini, "sysadmin", "add", "admin"], "remote.log", check=False)
     if remote_answers():
-        raise SystemExit("port %d is in use already: stop what runs there first" % REMOTE_PORT)
+        # Left running by --keep-remote: used as it is (and left running).
+        say("a CKAN answers on port %d already (--keep-remote?): used as the remote"
+            % REMOTE_PORT)
+        return None
     with open(STATE / "remote-server.log", "a") as log:
         server = subprocess.Popen(
             [CKAN, "-c", remote_ini, "run", "--host", "127.0.0.1", "--port", str(REMOTE_PORT),
@@ -319,12 +323,14 @@ def harvest(label: str, local_ini: str, consumers: Consumers, db: Any,
     job_id = re.search(r"Job id: (\S+)", output).group(1)  # type: ignore[union-attr]
     say("%s: job %s queued" % (label, job_id))
     started, last_print, ticks = time.monotonic(), 0.0, cpu_ticks()
+    timeline: list[tuple[float, int]] = []
     while True:
         consumers.check_alive()
         consumers.sample()
         with db.cursor() as cur:
             cur.execute(JOB_SQL, (job_id,))
             status, created, g_start, g_end, total, done, last_import = cur.fetchone()
+        timeline.append((round(time.monotonic() - started, 2), done))
         if g_end is not None and done == total:
             break
         if time.monotonic() - last_print >= 15:
@@ -351,6 +357,10 @@ def harvest(label: str, local_ini: str, consumers: Consumers, db: Any,
         "rate": total / seconds if seconds > 0 else 0.0, "report": report,
         "gather_errors": gather_errors, "object_errors": object_errors,
         "steal_percent": steal_percent(ticks),
+        # seconds (from the job's creation, roughly) at every 200 objects done
+        "progress": [t for step in range(200, total + 1, 200)
+                     for t, d in [next(((t, d) for t, d in timeline if d >= step),
+                                       (None, 0))] if t is not None],
     }
     say("%s: %d objects in %.1f s (%.1f/s; gather %.1f s; CPU steal %.1f %%): %s" % (
         label, total, seconds, result["rate"], result["gather_seconds"],
@@ -464,8 +474,11 @@ def task_floor(datasets_file: str, config: str, changed: str) -> dict[str, Any]:
     create = toolkit.get_action("package_create")
     user = _context()["user"]
     started = time.perf_counter()
-    for dataset in datasets:
+    progress = []  # seconds at every 200 datasets: how the rate moved during the loop
+    for count, dataset in enumerate(datasets, 1):
         create(_package_create_context(user), dataset)
+        if count % 200 == 0:
+            progress.append(round(time.perf_counter() - started, 2))
     seconds = time.perf_counter() - started
     # For comparison with (3b): package_update of as many datasets as it updates,
     # changed as dev/make_catalogue.py --touch changes them.
@@ -477,7 +490,7 @@ def task_floor(datasets_file: str, config: str, changed: str) -> dict[str, Any]:
         dataset["version"] = (dataset.get("version") or "1") + ".1"
         update(_package_create_context(user), dataset)
     update_seconds = time.perf_counter() - started
-    return {"created": len(datasets), "seconds": seconds,
+    return {"created": len(datasets), "seconds": seconds, "progress": progress,
             "updated": len(chosen), "update_seconds": update_seconds}
 
 
@@ -523,7 +536,8 @@ def table(results: dict[str, Any]) -> str:
     floor_per = f["seconds"] / f["created"]
     rows.append(("(F) floor: package_create in-process", str(f["created"]),
                  "%.1f" % f["seconds"], "%.1f" % (1 / floor_per), "1.00", "", "",
-                 "created %d" % f["created"]))
+                 "created %d; mean of %s" % (f["created"], " s and ".join(
+                     "%.1f" % r["seconds"] for r in f.get("runs", [f]))) + " s"))
 
     def harvest_row(key: str, text: str) -> tuple[str, ...]:
         r = results[key]
@@ -674,8 +688,39 @@ def first_harvest(label: str, args: argparse.Namespace, local_ini: str,
         raise
 
 
+def measure_floor(args: argparse.Namespace, local_ini: str, label: str) -> dict[str, Any]:
+    """(F) once: the local database emptied, then the package_create loop."""
+    say("(F) floor, %s: clearing the local database, then package_create in-process"
+        % label)
+    datasets_file = STATE / "remote-datasets.json"
+    datasets_file.write_text(json.dumps(remote_datasets()))
+    reset_local(local_ini)
+    ticks = cpu_ticks()
+    floor = inprocess(local_ini, "floor", str(datasets_file), args.source_config,
+                      str(args.changed))
+    floor["steal_percent"] = steal_percent(ticks)
+    say("(F) floor, %s: %d datasets in %.1f s (CPU steal %.1f %%)" % (
+        label, floor["created"], floor["seconds"], floor["steal_percent"]))
+    return floor
+
+
+def combined_floor(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The floor the ratios use: the mean of the runs before and after the harvests
+    (the speed of this shared machine drifts by tens of per cent within minutes;
+    each run is kept in ``runs``)."""
+    runs = [before, after]
+    return {
+        "created": after["created"],
+        "seconds": sum(r["seconds"] for r in runs) / 2,
+        "updated": after["updated"],
+        "update_seconds": sum(r["update_seconds"] for r in runs) / 2,
+        "runs": runs,
+    }
+
+
 def measure(args: argparse.Namespace, local_ini: str, remote_ini: str) -> dict[str, Any]:
     results: dict[str, Any] = {"changed_fraction": args.changed}
+    before = measure_floor(args, local_ini, "before the harvests")
     if args.scale_out:
         label = "(2) first harvest, %d fetch consumers" % args.scale_out
         results["scale_out"], consumers, db = first_harvest(label, args, local_ini,
@@ -699,17 +744,8 @@ def measure(args: argparse.Namespace, local_ini: str, remote_ini: str) -> dict[s
     finally:
         consumers.stop()
         db.close()
-    say("(F) floor: clearing the local database, then package_create in-process")
-    datasets_file = STATE / "remote-datasets.json"
-    datasets_file.write_text(json.dumps(remote_datasets()))
-    reset_local(local_ini)
-    ticks = cpu_ticks()
-    results["floor"] = inprocess(local_ini, "floor", str(datasets_file), args.source_config,
-                                 str(args.changed))
-    results["floor"]["steal_percent"] = steal_percent(ticks)
-    say("(F) floor: %d datasets in %.1f s (CPU steal %.1f %%)" % (
-        results["floor"]["created"], results["floor"]["seconds"],
-        results["floor"]["steal_percent"]))
+    results["floor"] = combined_floor(
+        before, measure_floor(args, local_ini, "after the harvests"))
     return results
 
 
