@@ -5,7 +5,8 @@ A job of a few hundred objects runs through real consumer processes (see
 gathers, the fetch consumer several times while it fetches and imports; each is
 restarted at once. ``ckan harvester run`` runs periodically, as cron would: on Redis
 it re-queues what a dead consumer held once the consumer's liveness key expired
-(30 s); RabbitMQ re-delivers by itself when the connection drops.
+(``ckan.harvest.mq.consumer_timeout``: 10 s here, 30 s by default); RabbitMQ
+re-delivers by itself when the connection drops.
 
 In the end the job must be ``Finished`` with every object ``COMPLETE`` and reported
 ``added``, exactly one dataset and one current object per guid: nothing lost,
@@ -33,6 +34,7 @@ from ckanext.harvest.model import HarvestJob, HarvestObject, HarvestSource
 from tests.support.marks import harvest_site
 from tests.support.site import (
     BACKENDS,
+    QUICK_RECOVERY,
     Consumer,
     HarvestSite,
     datasets,
@@ -45,8 +47,8 @@ OBJECTS = 300
 #: The fetch consumer is killed each time it has completed this many more objects.
 FETCH_KILL_STEP = 40
 FETCH_KILLS = 4
-#: Bound of the whole job, from its creation. Usually ~20 s on RabbitMQ and ~75 s
-#: on Redis, whose recovery waits for the 30 s liveness TTL of a dead consumer to
+#: Bound of the whole job, from its creation. Usually ~20 s on RabbitMQ and ~35 s
+#: on Redis, whose recovery waits for the 10 s liveness TTL of a dead consumer to
 #: expire (once after the gather kill, once after the last fetch kill).
 JOB_TIMEOUT = 240.0
 #: How long to wait for the gather stage to begin (to kill it midway).
@@ -256,7 +258,7 @@ def _problems(found: dict[str, Any], fetch_kills: int) -> list[str]:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_kill_9_consumers_during_a_job(backend, make_site):  # noqa: F811
-    site = make_site(backend, "crash")
+    site = make_site(backend, "crash", QUICK_RECOVERY)
     gather = site.consumer("gather")
     fetch = site.consumer("fetch")
     gather.start()

@@ -21,7 +21,7 @@ import json
 import pytest
 
 from tests.support.marks import harvest_site
-from tests.support.site import BACKENDS, HarvestSite, datasets, job_stats
+from tests.support.site import BACKENDS, QUICK_RECOVERY, HarvestSite, datasets, job_stats
 from tests.test_crash_safety import FetchKiller
 
 pytestmark = harvest_site()
@@ -52,7 +52,7 @@ def _withdrawals(site: HarvestSite, job_id: str) -> dict[tuple[str, str | None],
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_kill_9_of_the_fetch_consumer_while_a_job_withdraws(backend, make_site):
-    site = make_site(backend, "withdraw")
+    site = make_site(backend, "withdraw", QUICK_RECOVERY)
     site.consumer("gather").start()
     fetch = site.consumer("fetch")
     fetch.start()

@@ -26,6 +26,7 @@ MQ_USER_ID = "ckan.harvest.mq.user_id"
 MQ_PASSWORD = "ckan.harvest.mq.password"
 MQ_VIRTUAL_HOST = "ckan.harvest.mq.virtual_host"
 MQ_REDIS_DB = "ckan.harvest.mq.redis_db"
+MQ_CONSUMER_TIMEOUT = "ckan.harvest.mq.consumer_timeout"
 
 # -- jobs and scheduling -------------------------------------------------------------
 TIMEOUT = "ckan.harvest.timeout"

@@ -22,7 +22,7 @@ from ckanext.harvest import mq
 from ckanext.harvest.mq import redis as mq_redis
 from tests.faults.brokers import Broker, PrivateRabbit, PrivateRedis
 from tests.faults.proxy import FaultProxy
-from tests.support.site import Consumer, HarvestSite
+from tests.support.site import QUICK_RECOVERY, Consumer, HarvestSite
 
 #: Timeouts (s) of the harvester's remote requests: a remote hanging longer than
 #: the read timeout costs seconds, not the default minute (twice: it is retried).
@@ -98,7 +98,8 @@ class FaultSite(HarvestSite):
         site_options = {"ckan.harvest.ssrf_allowed_hosts": "127.0.0.1 localhost",
                         # No resource view plugin is loaded: create no default views.
                         "ckan.views.default_views": "",
-                        **HTTP_TIMEOUTS, **broker.site_options(), **(options or {})}
+                        **HTTP_TIMEOUTS, **QUICK_RECOVERY, **broker.site_options(),
+                        **(options or {})}
         super().__init__(directory, broker.backend, label, site_options)
         self.run_interval = CRON_INTERVAL
 

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from contextlib import closing
+from typing import Any
 from unittest import mock
 
 import pika
@@ -375,3 +376,36 @@ def test_stats_count_waiting_messages_and_live_consumers(broker):
     assert before == mq.QueueStats(depth=3, consumers=0)
     assert during == mq.QueueStats(depth=2, consumers=1)
     assert after == mq.QueueStats(depth=3, consumers=0)
+
+
+@pytest.mark.parametrize("raw, seconds", [(None, 30.0), ("", 30.0), ("10", 10.0),
+                                          (" 2 ", 2.0), (45, 45.0)])
+def test_consumer_timeout_is_read_from_the_config(raw: Any, seconds: float) -> None:
+    from ckanext.harvest.mq import legacy
+
+    config = {} if raw is None else {"ckan.harvest.mq.consumer_timeout": raw}
+    assert legacy.consumer_timeout(config) == seconds
+
+
+@pytest.mark.parametrize("raw", ["1", "0", "-5", "ten", "2.5"])
+def test_a_bad_consumer_timeout_is_refused_with_the_key_named(raw: str) -> None:
+    from ckanext.harvest.mq import legacy
+
+    with pytest.raises(ValueError, match="ckan.harvest.mq.consumer_timeout must be a "
+                                         "whole number of seconds, 2 or more"):
+        legacy.consumer_timeout({"ckan.harvest.mq.consumer_timeout": raw})
+
+
+def test_a_consumer_opened_from_the_config_beats_with_its_consumer_timeout(
+        redis_broker: str, monkeypatch: Any) -> None:
+    from ckanext.harvest.mq import legacy
+    from ckanext.harvest.mq import redis as mq_redis
+
+    monkeypatch.setitem(queue.config, "ckan.harvest.mq.consumer_timeout", "7")
+    backend = legacy.open_queue(queue.config, queue._fetch_spec())
+    try:
+        assert backend.get() is None  # registers the consumer (nothing queued)
+        alive = mq_redis.alive_key(queue._fetch_spec(), backend.consumer_id)
+        assert 5000 < backend.redis.pttl(alive) <= 7000
+    finally:
+        backend.close()

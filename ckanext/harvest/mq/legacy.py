@@ -90,7 +90,24 @@ def _redis_spec(routing_key: str) -> QueueSpec:
 
 def open_queue(config: Mapping[str, Any], spec: QueueSpec) -> QueueBackend:
     """Connect to the configured broker; malformed Redis messages are logged here."""
-    return mq.open_queue(config, spec, logger=log)
+    return mq.open_queue(config, spec, logger=log, heartbeat_ttl=consumer_timeout(config))
+
+
+def consumer_timeout(config: Mapping[str, Any]) -> float:
+    """``ckan.harvest.mq.consumer_timeout``: seconds of silence after which a
+    Redis consumer counts as dead.
+
+    :raises ValueError: not a whole number of seconds, 2 or more
+    """
+    raw = options.value(config, options.MQ_CONSUMER_TIMEOUT)
+    try:
+        seconds = int(str(raw).strip())
+    except ValueError:
+        seconds = 0
+    if seconds < 2:
+        raise ValueError("%s must be a whole number of seconds, 2 or more (got %r)"
+                         % (options.MQ_CONSUMER_TIMEOUT, raw))
+    return float(seconds)
 
 
 # -- connections -------------------------------------------------------------------
