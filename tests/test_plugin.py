@@ -18,6 +18,7 @@ DECLARED_KEYS = [
     "ckan.harvest.mq.type", "ckan.harvest.mq.hostname", "ckan.harvest.mq.port",
     "ckan.harvest.mq.user_id", "ckan.harvest.mq.password",
     "ckan.harvest.mq.virtual_host", "ckan.harvest.mq.redis_db",
+    "ckan.harvest.mq.consumer_timeout",  # beyond the original
     "ckan.harvest.timeout", "ckan.harvest.harvest_source_limit",
     "ckan.harvest.not_overwrite_fields",
     "ckanext.harvest.default_dataset_name_append", "ckanext.harvest.user_name",
