@@ -487,7 +487,8 @@ def _terminate(pid: int) -> None:
             alive = other.execute(sa.text(
                 "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
                 {"pid": pid}).scalar()
-            other.commit()  # pg_stat_activity is a snapshot per transaction
+            # pg_stat_activity is a snapshot taken once per transaction
+            other.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
             if not alive:
                 return
             time.sleep(0.05)

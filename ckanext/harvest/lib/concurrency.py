@@ -69,7 +69,6 @@ def exclusive(name: str) -> Iterator[None]:
         finally:
             connection.execute(
                 sa.text("SELECT pg_advisory_unlock(hashtextextended(:name, 0))"), key)
-            connection.commit()
 
 
 def wait_for_slot(job_id: str, due: Optional[datetime.datetime]) -> None:

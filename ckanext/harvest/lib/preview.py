@@ -30,6 +30,7 @@ import logging
 from typing import Any, Iterator, Optional
 
 import dictdiffer
+import sqlalchemy as sa
 from ckan import model
 from ckan.lib.search.index import PackageSearchIndex
 from ckan.plugins import toolkit
@@ -102,6 +103,26 @@ def _guard_search_index() -> None:
 _guard_search_index()
 
 
+def _joined_session(connection: Any) -> orm.Session:
+    """A session inside ``connection``'s transaction whose commits release
+    savepoints and whose rollbacks go back to one."""
+    if int(sa.__version__.split(".")[0]) >= 2:
+        return orm.Session(bind=connection, autoflush=False, expire_on_commit=False,
+                           join_transaction_mode="create_savepoint")
+    # SQLAlchemy 1.4 (CKAN 2.11): its recipe for the same, a savepoint begun
+    # again each time the session's transaction ends.
+    session = orm.Session(bind=connection, autoflush=False, expire_on_commit=False)
+    savepoint = [connection.begin_nested()]
+
+    @sa.event.listens_for(session, "after_transaction_end")
+    def _again(_session: orm.Session, _transaction: Any) -> None:
+        if not savepoint[0].is_active and not connection.closed \
+                and connection.in_transaction():
+            savepoint[0] = connection.begin_nested()
+
+    return session
+
+
 @contextlib.contextmanager
 def sandbox() -> Iterator[orm.Session]:
     """A rolled-back transaction that ``model.Session`` uses in this thread."""
@@ -109,8 +130,7 @@ def sandbox() -> Iterator[orm.Session]:
     previous = registry() if registry.has() else None
     connection = model.meta.engine.connect()
     outer = connection.begin()
-    session = orm.Session(bind=connection, autoflush=False, expire_on_commit=False,
-                          join_transaction_mode="create_savepoint")
+    session = _joined_session(connection)
     registry.set(session)
     token = _ACTIVE.set(True)
     try:

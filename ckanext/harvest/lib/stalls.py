@@ -91,7 +91,13 @@ class StallState:
 def stall_minutes(config: Optional[Mapping[str, Any]] = None) -> float:
     """``ckan.harvest.stall_minutes``; 0 means stalls are not detected."""
     settings = toolkit.config if config is None else config
-    return max(0.0, float(options.value(settings, options.STALL_MINUTES) or 0))
+    # No declared type: CKAN 2.11 knows no float options (a fraction is allowed).
+    raw = options.value(settings, options.STALL_MINUTES)
+    try:
+        return max(0.0, float(raw or 0))
+    except (TypeError, ValueError):
+        raise ValueError("%s must be a number of minutes (got %r)"
+                         % (options.STALL_MINUTES, raw)) from None
 
 
 def stall_key(job_id: str) -> str:
