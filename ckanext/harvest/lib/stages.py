@@ -133,11 +133,18 @@ def _committed_with_dataset(obj: HarvestObject) -> bool:
     if obj not in _finished_with_dataset:
         return False
     _finished_with_dataset.discard(obj)
-    session = model.Session()
-    if session.new or session.deleted or any(map(session.is_modified, session.dirty)):
+    if session_has_changes():
         return False  # left to commit: the final save commits it, as before
-    return (obj in session and obj.state == ObjectState.COMPLETE.value
+    return (obj in model.Session() and obj.state == ObjectState.COMPLETE.value
             and obj.import_finished is not None)
+
+
+def session_has_changes(besides: Optional[HarvestObject] = None) -> bool:
+    """Whether ``model.Session`` has anything to commit (other than ``besides``)."""
+    session = model.Session()
+    return bool(session.new or session.deleted
+                or any(session.is_modified(other) for other in session.dirty
+                       if other is not besides))
 
 
 def _report_status(obj: HarvestObject) -> str:

@@ -61,6 +61,7 @@ from ckanext.harvest.lib.stages import (
     get_harvester,
     harvesters_named,
     import_raised,
+    session_has_changes,
 )
 from ckanext.harvest.model import (
     HarvestGatherError,
@@ -382,18 +383,15 @@ class _LockConnection(threading.local):
 
     def get(self) -> tuple[sa.engine.Connection, bool]:
         """The connection, and whether it was held already (may have gone stale)."""
-        engine = model.meta.engine
-        held = self.connection
-        if held is not None and self.pid != os.getpid():
-            # A forked process shares the parent's socket: never use nor close it.
-            _ABANDONED.append(held)
-            held = self.connection = None
-        if held is not None and (self.engine is not engine or held.closed
-                                 or held.invalidated):
-            self.drop()
-            held = None
+        held = self.current()
         if held is not None:
             return held, True
+        if self.connection is not None and self.pid != os.getpid():
+            # A forked process shares the parent's socket: never use nor close it.
+            _ABANDONED.append(self.connection)
+            self.connection = None
+        self.drop()  # closed, invalidated, or of another engine
+        engine = model.meta.engine
         connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         # Its writes (_save_fetch) never wait long for a row lock of this process.
         connection.execute(_LOCK_TIMEOUT)
@@ -425,21 +423,16 @@ _ABANDONED: list[sa.engine.Connection] = []
 
 
 def _try_lock(key: dict[str, str]) -> tuple[sa.engine.Connection, bool]:
-    connection, reused = _lock_connection.get()
-    try:
-        return connection, bool(connection.execute(_TRY_LOCK, key).scalar())
-    except DatabaseError:
-        _lock_connection.drop()
-        if not reused:
-            raise
-    # The connection kept from the previous message died meanwhile (e.g. the
-    # database restarted): once more on a new one.
-    connection, _ = _lock_connection.get()
-    try:
-        return connection, bool(connection.execute(_TRY_LOCK, key).scalar())
-    except DatabaseError:
-        _lock_connection.drop()
-        raise
+    """Try the lock; the connection kept from the previous message may have died
+    meanwhile (e.g. the database restarted): then once more on a new one."""
+    while True:
+        connection, reused = _lock_connection.get()
+        try:
+            return connection, bool(connection.execute(_TRY_LOCK, key).scalar())
+        except DatabaseError:
+            _lock_connection.drop()
+            if not reused:
+                raise
 
 
 @contextmanager
@@ -474,13 +467,9 @@ def _save_fetch(obj: HarvestObject) -> None:
     connection holding its lock: one autocommitted statement, while the session
     keeps its transaction (no commit, no new connection checkout with its
     pre-ping). When the session has anything else to commit, ``obj.save()``."""
-    session = model.Session()
     connection = _lock_connection.current()
     pending: set[str] = set(sa.inspect(obj).committed_state) - set(_FETCH_MOVE)
-    others = (session.new or session.deleted
-              or any(session.is_modified(other) for other in session.dirty
-                     if other is not obj))
-    if connection is None or pending or others:
+    if connection is None or pending or session_has_changes(besides=obj):
         obj.save()
         return
     values = {key: getattr(obj, key) for key in _FETCH_MOVE}
