@@ -1160,15 +1160,15 @@ def test_preview_refuses_a_bad_limit_in_one_line(run, limit):
     result = run("preview", source["id"], "--limit", limit)
 
     assert result.exit_code == 2
-    assert "Invalid value for '--limit'" in result.output
-    assert "Traceback" not in result.output
+    assert "Invalid value for '--limit'" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_preview_of_an_unknown_source(run):
     result = run("preview", "no-such-source")
 
     assert result.exit_code != 0
-    assert "Source <no-such-source> not found." in result.output
+    assert "Source <no-such-source> not found." in result.stderr
 
 
 # --- job errors --------------------------------------------------------------------
@@ -1219,14 +1219,14 @@ def test_job_errors_refuses_bad_options_in_one_line(run, args, status, message):
     result = run("job", "errors", _job_with_errors(), *args)
 
     assert result.exit_code == status
-    assert message in result.output and "Traceback" not in result.output
+    assert message in result.stderr and "Traceback" not in result.stdout + result.stderr
 
 
 def test_job_errors_of_an_unknown_job(run):
     result = run("job", "errors", "no-such-job")
 
     assert result.exit_code == 1
-    assert "Not found" in result.output and "Traceback" not in result.output
+    assert "Not found" in result.stderr and "Traceback" not in result.stdout + result.stderr
 
 
 # --- cron schedules and the cap on running jobs -----------------------------------

@@ -78,7 +78,25 @@ def update_source_object(data: dict[str, Any]) -> HarvestSource:
     source.add()
     if not source.active:
         abort_new_jobs(source.id, commit=False)
+    _forget_removed_extras(source.id)
     return source
+
+
+def _forget_removed_extras(package_id: str) -> None:
+    """Reload the extras of an updated source dataset on CKAN 2.11.
+
+    There extras are rows in a collection of the package. One that the update
+    deleted (an emptied ``schedule``) stays in the collection already loaded
+    in the session, which does not expire on commit, so a later reader in the
+    same session (``harvest_jobs_run`` after a patch) would still see it.
+    CKAN 2.12 keeps extras in a column of the package: nothing to do.
+    """
+    if not hasattr(model.Package, "_extras"):
+        return
+    package = model.Session.get(model.Package, package_id)
+    if package is not None:
+        model.Session.flush()
+        model.Session.expire(package, ["_extras"])
 
 
 def deactivate_source(source_id: str) -> None:
