@@ -81,30 +81,76 @@ def test_a_local_dataset_written_by_its_first_object_is_added(
         "Dataset 0")
 
 
-def _xmins(job_id: str) -> dict[str, tuple[str, str]]:
-    """For each written object of the job: the transaction that last wrote its
-    row, and the one that last wrote its dataset's row."""
-    return {row.guid: (row.object_xmin, row.package_xmin) for row in _rows(
-        "SELECT o.guid, o.xmin::text AS object_xmin, p.xmin::text AS package_xmin"
-        " FROM harvest_object o JOIN package p ON p.id = o.package_id"
-        " WHERE o.harvest_job_id = :j AND o.report_status IN ('added', 'updated')",
-        j=job_id)}
-
-
 def test_an_object_is_finished_in_its_datasets_own_transaction(
         harvester: ListHarvester, org_id: str) -> None:
+    """At every commit of two jobs, one creating two datasets and one updating
+    one of them, no dataset has a current object that is not finished: each
+    object's final state is committed with its dataset, not after it."""
     harvester.remote = _datasets(2, org_id)
     source = _source(None)
-    first = _xmins(_run(harvester, source).id)  # read before the next job writes
-    harvester.remote["remote-0"] = dict(harvester.remote["remote-0"], title="Renamed",
-                                        metadata_modified="2025-01-01T00:00:00")
-    second = _xmins(_run(harvester, source).id)
+    source_id = source.id
+    unfinished: list[Any] = []
+    commits = [0]
 
-    assert sorted(first) == ["remote-0", "remote-1"] and sorted(second) == ["remote-0"]
-    for guid, (object_xmin, package_xmin) in [*first.items(), *second.items()]:
-        assert object_xmin == package_xmin, guid
+    def check(session: Any) -> None:
+        commits[0] += 1
+        with model.meta.engine.connect() as connection:
+            unfinished.extend(connection.execute(sa.text(
+                "SELECT guid, state, report_status, import_finished FROM harvest_object"
+                " WHERE harvest_source_id = :s AND current AND package_id IS NOT NULL"
+                " AND (state <> 'COMPLETE' OR report_status IS NULL"
+                " OR import_finished IS NULL)"), {"s": source_id}).all())
+
+    sa.event.listen(model.Session, "after_commit", check)
+    try:
+        first = _run(harvester, source)
+        harvester.remote["remote-0"] = dict(harvester.remote["remote-0"], title="Renamed",
+                                            metadata_modified="2025-01-01T00:00:00")
+        second = _run(harvester, source)
+    finally:
+        sa.event.remove(model.Session, "after_commit", check)
+
+    assert commits[0] > 6 and unfinished == []
+    assert _statuses(first) == {"remote-0": "added", "remote-1": "added"}
+    assert _statuses(second) == {"remote-0": "updated", "remote-1": "not modified"}
     assert _rows("SELECT count(*) AS n FROM harvest_object WHERE state <> 'COMPLETE'"
                  " OR import_finished IS NULL")[0].n == 0
+
+
+def test_an_update_makes_its_object_current_rewriting_only_the_previous_one(
+        harvester: ListHarvester, org_id: str) -> None:
+    harvester.remote = _datasets(1, org_id)
+    source = _source(None)
+    jobs = []
+    for version in range(3):
+        harvester.remote["remote-0"] = dict(
+            harvester.remote["remote-0"], title="Version %d" % version,
+            metadata_modified="2025-01-0%dT00:00:00" % (version + 1))
+        jobs.append(_run(harvester, source).id)
+        if version == 1:
+            rows_before = _rows("SELECT id, xmin::text AS xmin FROM harvest_object")
+
+    rows = _rows("SELECT harvest_job_id, current, xmin::text AS xmin FROM harvest_object")
+    assert sorted((row.harvest_job_id == jobs[2], row.current) for row in rows) == [
+        (False, False), (False, False), (True, True)]
+    assert [_statuses(HarvestJob.get(job)) for job in jobs] == [
+        {"remote-0": "added"}, {"remote-0": "updated"}, {"remote-0": "updated"}]
+    # The third job wrote the object it replaced, not the one already replaced.
+    first_object = next(row for row in rows_before
+                        if row.id == _object_of(jobs[0]))
+    assert _object_xmin(first_object.id) == first_object.xmin
+    assert _object_xmin(_object_of(jobs[1])) != next(
+        row.xmin for row in rows_before if row.id == _object_of(jobs[1]))
+
+
+def _object_of(job_id: str) -> str:
+    return _rows("SELECT id FROM harvest_object WHERE harvest_job_id = :j",
+                 j=job_id)[0].id
+
+
+def _object_xmin(object_id: str) -> str:
+    return _rows("SELECT xmin::text AS xmin FROM harvest_object WHERE id = :i",
+                 i=object_id)[0].xmin
 
 
 class ExtraAfterWrite(ListHarvester):

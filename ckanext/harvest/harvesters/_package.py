@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 import sqlalchemy as sa
 from ckan import model
 from ckan.types import Context
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ckanext.harvest.lib import detaching, hashes, removals
 from ckanext.harvest.model import HarvestObject
@@ -38,6 +39,7 @@ __all__ = [
     "imported_modified",
     "is_newer",
     "local_dataset",
+    "make_current",
     "names_starting_with",
     "parse_modified",
     "record_remote_modified",
@@ -89,39 +91,36 @@ class LocalDataset:
 
 
 @functools.cache
-def _local_dataset_statements() -> tuple[Any, Any]:
-    """The two statements of :func:`local_dataset`, built once (building the
-    second took longer than running it)."""
+def _local_dataset_statement() -> Any:
+    """The statement of :func:`local_dataset`, built once (building it took
+    longer than running it)."""
     package = model.Package
     reference: Any = sa.bindparam("reference")
-    find = sa.select(package.id).where((package.id == reference)
-                                       | (package.name == reference))
     latest = hashes.current_import(package.id)
-    details = (
+    return (
         sa.select(package.id, package.name, package.metadata_modified, package.state,
                   latest.c.guid, latest.c.object_id, latest.c.content_hash,
                   latest.c.recorded_modified,
                   removals.withdrawn_condition(package.id),
                   detaching.detached_source(package.id))
         .outerjoin(latest, sa.true())
-        .where(package.id == sa.bindparam("package_id"))
+        .where((package.id == reference) | (package.name == reference))
+        # The dataset with that id, else the one with that name (Package.get).
+        .order_by((package.id == reference).desc())
+        .limit(1)
     )
-    return find, details
 
 
 def local_dataset(reference: Optional[str]) -> Optional[LocalDataset]:
     """The dataset with id ``reference``, else name ``reference`` (as
     ``Package.get``), with its withdrawal, detachment and last import (None
-    when there is none): one indexed lookup for a new dataset, two queries for
-    an existing one, for what would otherwise take five."""
+    when there is none): one query, for what would otherwise take five."""
     if not reference:
         return None
-    find, details = _local_dataset_statements()
-    found = model.Session.execute(find, {"reference": reference}).scalars().all()
-    if not found:
+    row = model.Session.execute(_local_dataset_statement(),
+                                {"reference": reference}).one_or_none()
+    if row is None:
         return None
-    row = model.Session.execute(details, {
-        "package_id": reference if reference in found else found[0]}).one()
     (package_id, name, modified, state, guid, object_id, content_hash, recorded,
      withdrawn, detached) = row
     previous = None
@@ -129,6 +128,42 @@ def local_dataset(reference: Optional[str]) -> Optional[LocalDataset]:
         previous = hashes.PreviousImport(guid, package_id, object_id, content_hash,
                                          recorded, modified, state)
     return LocalDataset(package_id, name, bool(withdrawn), detached, previous)
+
+
+#: The other objects of a dataset, which stop being current (only the rows
+#: that are current are written, whatever the number of past jobs).
+_MAKE_CURRENT = sa.text("""
+WITH others AS (
+    SELECT id, current FROM harvest_object
+    WHERE package_id = :package_id AND id <> :object_id
+), reset AS (
+    UPDATE harvest_object SET current = false
+    WHERE id IN (SELECT id FROM others WHERE current)
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM others), (SELECT count(*) FROM reset)
+""")
+
+
+def make_current(harvest_object: HarvestObject, package_id: str) -> int:
+    """Make ``harvest_object`` the current object of dataset ``package_id``:
+    its other objects stop being current at once (one statement), the object
+    itself is written with the next flush.
+
+    :returns: how many other objects the dataset has
+    """
+    others, _reset = model.Session.execute(_MAKE_CURRENT, {
+        "package_id": package_id, "object_id": harvest_object.id}).one()
+    session = model.Session()
+    for loaded in list(session.identity_map.values()):
+        if (isinstance(loaded, HarvestObject) and loaded is not harvest_object
+                and loaded.__dict__.get("package_id") == package_id
+                and loaded.__dict__.get("current")):
+            set_committed_value(loaded, "current", False)  # as the row now is
+    harvest_object.package_id = package_id
+    harvest_object.current = True
+    model.Session.add(harvest_object)
+    return int(others)
 
 
 def first_free_numbered_name(ideal_name: str, taken: set[NameOrNone]) -> NameOrNone:

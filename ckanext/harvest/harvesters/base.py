@@ -527,9 +527,9 @@ class HarvesterBase(p.SingletonPlugin):
         harvest_object.current = True
         harvest_object.package_id = package_dict["id"]
         model.Session.add(harvest_object)
-        # The object refers to a dataset that package_create is about to insert.
+        # The object refers to a dataset that package_create is about to insert
+        # (its flush writes both).
         model.Session.execute(sa.text(DEFER_PACKAGE_FKEY))
-        model.Session.flush()
         data_dict = _package.action_form(package_dict, form, context)
         with indexing.writing(harvest_object), \
                 stages.finishing(harvest_object, stages.written_status(0)):
@@ -558,16 +558,9 @@ class HarvesterBase(p.SingletonPlugin):
         if self._default_lookup():
             # Unchanged resources are then kept as stored, not validated and saved again.
             _package.reuse_unchanged_resources(data_dict, existing)
-        # Written before the update, which commits them with the dataset (or rolls
-        # them back with it).
-        model.Session.add(harvest_object)
-        others = model.Session.query(HarvestObject).filter(
-            HarvestObject.package_id == package_dict["id"],
-            HarvestObject.id != harvest_object.id,
-        ).update({"current": False})
-        harvest_object.package_id = package_dict["id"]
-        harvest_object.current = True
-        model.Session.flush()
+        # Written by the update's flush, and committed (or rolled back) with the
+        # dataset.
+        others = _package.make_current(harvest_object, package_dict["id"])
         with indexing.writing(harvest_object), \
                 stages.finishing(harvest_object, stages.written_status(others)):
             toolkit.get_action("package_update")(context, data_dict)

@@ -107,6 +107,7 @@ class CKANHarvester(ImportStepsMixin, HarvesterBase):
     api_version = 2
     action_api_version = 3
     _session: Optional[requests.Session] = None
+    _in_stage = False
 
     # --- IAuthFunctions ------------------------------------------------------
 
@@ -271,14 +272,15 @@ class CKANHarvester(ImportStepsMixin, HarvesterBase):
 
     @contextlib.contextmanager
     def _http_session(self) -> Iterator[None]:
-        """Share one pooled, retrying HTTP session between a stage's requests."""
-        session = ckan_http.new_session(_http_settings())
-        self._session = session
+        """Share one pooled, retrying HTTP session between a stage's requests
+        (opened by the first one: most imports make none)."""
+        self._in_stage = True
         try:
             yield
         finally:
-            self._session = None
-            session.close()
+            session, self._session, self._in_stage = self._session, None, False
+            if session is not None:
+                session.close()
 
     def _request_headers(self) -> dict[str, str]:
         config = self.config or {}
@@ -296,6 +298,8 @@ class CKANHarvester(ImportStepsMixin, HarvesterBase):
         :raises ContentFetchError: any other failure (HTTP status, network,
             timeout, truncated or oversized answer)
         """
+        if self._session is None and self._in_stage:
+            self._session = ckan_http.new_session(_http_settings())
         return ckan_http.get_content(self._session, url, self._request_headers(),
                                      _http_settings())
 

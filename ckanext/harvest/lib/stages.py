@@ -11,12 +11,12 @@ Nothing here depends on configuration or on the queues.
 """
 from __future__ import annotations
 
-import dataclasses
 import threading
 import weakref
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
+import sqlalchemy as sa
 from ckan import model
 
 from ckanext.harvest.interfaces import IHarvester
@@ -84,46 +84,48 @@ def written_status(other_objects: int) -> str:
     return (ReportStatus.UPDATED if other_objects else ReportStatus.ADDED).value
 
 
-@dataclasses.dataclass
-class _Finishing:
-    obj: HarvestObject
-    report_status: str
-
-
 _finishing = threading.local()
-#: Objects whose final state was added to their dataset's own write
+#: Objects whose final state was written with their dataset
 #: (:func:`dataset_flushed`): the stage driver does not write it again.
 _finished_with_dataset: weakref.WeakSet[HarvestObject] = weakref.WeakSet()
+_FINAL_FIELDS = ("state", "report_status", "import_finished")
 
 
 @contextmanager
 def finishing(obj: HarvestObject, report_status: str) -> Iterator[None]:
     """While the dataset of ``obj`` (its current object, ``package_id`` set) is
-    created or updated: the plugin's ``IPackageController`` hooks call
-    :func:`dataset_flushed`, which gives ``obj`` its final state (``COMPLETE``,
-    ``report_status``, ``import_finished``) in the dataset's own transaction.
-    The object is then finished exactly when its dataset is committed: one
-    write and one commit less per object, and no window in which a committed
-    dataset has an unfinished object."""
-    previous = getattr(_finishing, "pending", None)
-    _finishing.pending = _Finishing(obj, report_status)
+    created or updated: ``obj`` is given its final state (``COMPLETE``,
+    ``report_status``, ``import_finished``) first: the write's own flush saves
+    it, with its move to ``IMPORT``, in one statement, and the dataset's commit
+    commits it. The plugin's ``IPackageController`` hooks call
+    :func:`dataset_flushed` to say that the dataset was written. The object is
+    then finished exactly when its dataset is committed: no write and no commit
+    of its own, and no window in which a committed dataset has an unfinished
+    object. When the write raises, the object gets back what it had (unless a
+    rollback reloaded it)."""
+    before = tuple(getattr(obj, field) for field in _FINAL_FIELDS)
+    previous = getattr(_finishing, "obj", None)
+    _finishing.obj = obj
+    obj.state = ObjectState.COMPLETE.value
+    obj.report_status = report_status
+    obj.import_finished = utcnow()
     try:
         yield
+    except BaseException:
+        if not sa.inspect(obj).unloaded.intersection(_FINAL_FIELDS):
+            for field, value in zip(_FINAL_FIELDS, before):
+                setattr(obj, field, value)
+        raise
     finally:
-        _finishing.pending = previous
+        _finishing.obj = previous
 
 
 def dataset_flushed(package: Any) -> None:
     """Hook of ``package_create``/``package_update``, after their flush and before
     their commit (see :func:`finishing`)."""
-    pending: Optional[_Finishing] = getattr(_finishing, "pending", None)
-    if pending is None or pending.obj.package_id != package.id:
-        return
-    obj = pending.obj
-    obj.state = ObjectState.COMPLETE.value
-    obj.report_status = pending.report_status
-    obj.import_finished = utcnow()
-    _finished_with_dataset.add(obj)
+    obj: Optional[HarvestObject] = getattr(_finishing, "obj", None)
+    if obj is not None and obj.package_id == package.id:
+        _finished_with_dataset.add(obj)
 
 
 def _committed_with_dataset(obj: HarvestObject) -> bool:
