@@ -285,7 +285,7 @@ def dataset_written(package: model.Package) -> None:
 
 def _add_import_extras(harvest_object: HarvestObject, content_hash: str,
                        modified: Optional[datetime.datetime]) -> None:
-    if _imported_before(harvest_object):  # a re-import: its old values go
+    if harvest_object.import_finished is not None:  # imported before: re-import
         model.Session.query(HarvestObjectExtra).filter(
             HarvestObjectExtra.harvest_object_id == harvest_object.id,
             HarvestObjectExtra.key.in_((HASH_KEY, LOCAL_MODIFIED_KEY)),
@@ -296,21 +296,6 @@ def _add_import_extras(harvest_object: HarvestObject, content_hash: str,
         HarvestObjectExtra(harvest_object_id=harvest_object.id, key=LOCAL_MODIFIED_KEY,
                            value=_isoformat(modified)),
     ])
-
-
-def _imported_before(harvest_object: HarvestObject) -> bool:
-    """Whether the object had been imported before this import: its stored
-    ``import_finished`` (this import may have set the attribute already, see
-    :func:`ckanext.harvest.lib.stages.finishing`)."""
-    state: Any = sa.inspect(harvest_object)
-    if state.transient or state.pending:
-        return False
-    history = state.attrs.import_finished.history
-    if history.deleted:
-        return history.deleted[0] is not None
-    if history.added:
-        return True  # set before its stored value was loaded: the delete finds out
-    return harvest_object.import_finished is not None
 
 
 # --- gathering with hashes --------------------------------------------------------

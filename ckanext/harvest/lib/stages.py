@@ -88,33 +88,30 @@ _finishing = threading.local()
 #: Objects whose final state was written with their dataset
 #: (:func:`dataset_flushed`): the stage driver does not write it again.
 _finished_with_dataset: weakref.WeakSet[HarvestObject] = weakref.WeakSet()
-_FINAL_FIELDS = ("state", "report_status", "import_finished")
 
 
 @contextmanager
 def finishing(obj: HarvestObject, report_status: str) -> Iterator[None]:
     """While the dataset of ``obj`` (its current object, ``package_id`` set) is
     created or updated: ``obj`` is given its final state (``COMPLETE``,
-    ``report_status``, ``import_finished``) first: the write's own flush saves
-    it, with its move to ``IMPORT``, in one statement, and the dataset's commit
-    commits it. The plugin's ``IPackageController`` hooks call
-    :func:`dataset_flushed` to say that the dataset was written. The object is
-    then finished exactly when its dataset is committed: no write and no commit
-    of its own, and no window in which a committed dataset has an unfinished
-    object. When the write raises, the object gets back what it had (unless a
+    ``report_status``) first, so that the write's own flush saves it with its
+    move to ``IMPORT``; the plugin's ``IPackageController`` hooks call
+    :func:`dataset_flushed` once the dataset is written, which sets
+    ``import_finished``; the dataset's commit commits both. The object is
+    then finished exactly when its dataset is committed: no commit of its
+    own, and no window in which a committed dataset has an unfinished object.
+    When the write raises, the object gets back what it had (unless a
     rollback reloaded it)."""
-    before = tuple(getattr(obj, field) for field in _FINAL_FIELDS)
+    before = (obj.state, obj.report_status)
     previous = getattr(_finishing, "obj", None)
     _finishing.obj = obj
     obj.state = ObjectState.COMPLETE.value
     obj.report_status = report_status
-    obj.import_finished = utcnow()
     try:
         yield
     except BaseException:
-        if not sa.inspect(obj).unloaded.intersection(_FINAL_FIELDS):
-            for field, value in zip(_FINAL_FIELDS, before):
-                setattr(obj, field, value)
+        if not sa.inspect(obj).unloaded.intersection(("state", "report_status")):
+            obj.state, obj.report_status = before
         raise
     finally:
         _finishing.obj = previous
@@ -122,9 +119,10 @@ def finishing(obj: HarvestObject, report_status: str) -> Iterator[None]:
 
 def dataset_flushed(package: Any) -> None:
     """Hook of ``package_create``/``package_update``, after their flush and before
-    their commit (see :func:`finishing`)."""
+    their indexing and commit (see :func:`finishing`)."""
     obj: Optional[HarvestObject] = getattr(_finishing, "obj", None)
     if obj is not None and obj.package_id == package.id:
+        obj.import_finished = utcnow()
         _finished_with_dataset.add(obj)
 
 
