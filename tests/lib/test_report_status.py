@@ -143,6 +143,42 @@ def test_an_update_makes_its_object_current_rewriting_only_the_previous_one(
         row.xmin for row in rows_before if row.id == _object_of(jobs[1]))
 
 
+def test_an_import_writes_its_objects_row_once(harvester: ListHarvester,
+                                             org_id: str) -> None:
+    """Besides its move to FETCH, the import of a dataset (created, then
+    updated) writes its object's row with one statement: its move to IMPORT,
+    final state and import_finished together (the write's hook releases what
+    the write's first flushes would have written separately)."""
+    harvester.remote = _datasets(1, org_id)
+    source = _source(None)
+    writes: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE HARVEST_OBJECT "):
+            writes.append(statement)
+
+    sa.event.listen(model.meta.engine, "before_cursor_execute", count)
+    try:
+        first = _run(harvester, source)
+        created = len(writes)
+        harvester.remote["remote-0"] = dict(harvester.remote["remote-0"], title="Renamed",
+                                            metadata_modified="2025-01-01T00:00:00")
+        second = _run(harvester, source)
+    finally:
+        sa.event.remove(model.meta.engine, "before_cursor_execute", count)
+
+    assert (created, len(writes) - created) == (2, 2)  # FETCH, then everything else
+    assert _statuses(first) == {"remote-0": "added"}
+    assert _statuses(second) == {"remote-0": "updated"}
+    row = _rows("SELECT state, current, package_id, import_started, import_finished,"
+                " fetch_finished, metadata_modified_date FROM harvest_object"
+                " WHERE harvest_job_id = :j", j=second.id)[0]
+    assert row.state == "COMPLETE" and row.current and row.package_id
+    assert None not in (row.import_started, row.import_finished, row.fetch_finished,
+                        row.metadata_modified_date)
+    assert row.import_started <= row.import_finished
+
+
 def _object_of(job_id: str) -> str:
     return _rows("SELECT id FROM harvest_object WHERE harvest_job_id = :j",
                  j=job_id)[0].id

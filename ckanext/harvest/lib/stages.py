@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import sqlalchemy as sa
 from ckan import model
+from sqlalchemy.orm.attributes import flag_modified, set_committed_value
 
 from ckanext.harvest.interfaces import IHarvester
 from ckanext.harvest.lib import harvesters, removals
@@ -94,19 +95,24 @@ _finished_with_dataset: weakref.WeakSet[HarvestObject] = weakref.WeakSet()
 def finishing(obj: HarvestObject, report_status: str) -> Iterator[None]:
     """While the dataset of ``obj`` (its current object, ``package_id`` set) is
     created or updated: ``obj`` is given its final state (``COMPLETE``,
-    ``report_status``) first, so that the write's own flush saves it with its
-    move to ``IMPORT``; the plugin's ``IPackageController`` hooks call
+    ``report_status``) first; the plugin's ``IPackageController`` hooks call
     :func:`dataset_flushed` once the dataset is written, which sets
     ``import_finished``; the dataset's commit commits both. The object is
     then finished exactly when its dataset is committed: no commit of its
     own, and no window in which a committed dataset has an unfinished object.
-    When the write raises, the object gets back what it had (unless a
-    rollback reloaded it)."""
+
+    What the object has to write (its move to ``IMPORT``, its final state ...)
+    is held back from the write's first flushes and released by the hook: the
+    object's row is written once, with ``import_finished``, by the flush that
+    follows the hook. When no hook runs (``package_update`` found nothing to
+    change) or the write raises, the changes are released on the way out, and
+    a raising write gives the object back what it had (unless a rollback
+    reloaded it)."""
     before = (obj.state, obj.report_status)
-    previous = getattr(_finishing, "obj", None)
-    _finishing.obj = obj
+    previous = getattr(_finishing, "obj", None), getattr(_finishing, "held", ())
     obj.state = ObjectState.COMPLETE.value
     obj.report_status = report_status
+    _finishing.obj, _finishing.held = obj, _hold(obj)
     try:
         yield
     except BaseException:
@@ -114,7 +120,35 @@ def finishing(obj: HarvestObject, report_status: str) -> Iterator[None]:
             obj.state, obj.report_status = before
         raise
     finally:
-        _finishing.obj = previous
+        _release(obj)
+        _finishing.obj, _finishing.held = previous
+
+
+def _hold(obj: HarvestObject) -> tuple[str, ...]:
+    """Make the pending changes of ``obj`` (persistent) invisible to flushes:
+    their attributes keep their new values, marked as saved. Returns their
+    names, for :func:`_release`. Nothing is held for an object not yet in the
+    database (its INSERT cannot wait)."""
+    state = sa.inspect(obj)
+    if not state.persistent:
+        return ()
+    held = tuple(key for key in state.committed_state
+                 if key in state.dict and key in state.mapper.column_attrs)
+    for key in held:
+        set_committed_value(obj, key, state.dict[key])
+    return held
+
+
+def _release(obj: HarvestObject) -> None:
+    """Let the next flush write the changes :func:`_hold` held back (those a
+    rollback did not reload)."""
+    held, _finishing.held = getattr(_finishing, "held", ()), ()
+    if not held:
+        return
+    loaded = sa.inspect(obj).dict
+    for key in held:
+        if key in loaded:
+            flag_modified(obj, key)
 
 
 def dataset_flushed(package: Any) -> None:
@@ -123,6 +157,7 @@ def dataset_flushed(package: Any) -> None:
     obj: Optional[HarvestObject] = getattr(_finishing, "obj", None)
     if obj is not None and obj.package_id == package.id:
         obj.import_finished = utcnow()
+        _release(obj)
         _finished_with_dataset.add(obj)
 
 
