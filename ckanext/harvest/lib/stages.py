@@ -129,7 +129,7 @@ def _hold(obj: HarvestObject) -> tuple[str, ...]:
     their attributes keep their new values, marked as saved. Returns their
     names, for :func:`_release`. Nothing is held for an object not yet in the
     database (its INSERT cannot wait)."""
-    state = sa.inspect(obj)
+    state: Any = sa.inspect(obj)
     if not state.persistent:
         return ()
     held = tuple(key for key in state.committed_state
@@ -145,7 +145,7 @@ def _release(obj: HarvestObject) -> None:
     held, _finishing.held = getattr(_finishing, "held", ()), ()
     if not held:
         return
-    loaded = sa.inspect(obj).dict
+    loaded: dict[str, Any] = sa.inspect(obj).dict
     for key in held:
         if key in loaded:
             flag_modified(obj, key)

@@ -370,6 +370,13 @@ def _run_object_stages(harvester: IHarvester, obj: HarvestObject) -> None:
 _TRY_LOCK = sa.text("SELECT pg_try_advisory_lock(hashtextextended(:id, 0))")
 _UNLOCK = sa.text("SELECT pg_advisory_unlock(hashtextextended(:id, 0))")
 _LOCK_TIMEOUT = sa.text("SET lock_timeout = '10s'")
+#: The move to FETCH (the only write of the lock connection) does not wait for
+#: its WAL to reach the disk: lost only if PostgreSQL itself crashes within
+#: the next fraction of a second, and then the object is simply fetched as if
+#: that attempt had not started (its message is still unacknowledged). The
+#: dataset's own commit, on the session's connection, stays synchronous (and
+#: makes the earlier move durable with it).
+_ASYNC_COMMIT = sa.text("SET synchronous_commit = off")
 
 
 class _LockConnection(threading.local):
@@ -395,6 +402,7 @@ class _LockConnection(threading.local):
         connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         # Its writes (_save_fetch) never wait long for a row lock of this process.
         connection.execute(_LOCK_TIMEOUT)
+        connection.execute(_ASYNC_COMMIT)
         self.connection, self.engine, self.pid = connection, engine, os.getpid()
         return connection, False
 
