@@ -293,7 +293,7 @@ select coalesce(report_status, '(none)'), count(*) from harvest_object
 where harvest_job_id = %s group by 1
 """
 # The fetch consumer's time per object, by report status: the time between an
-# object's import_finished and the one before, counted only for objects already
+# object's end (import_finished, else fetch_finished) and the one before, counted only for objects already
 # gathered by then (the consumer did not wait for them). Meaningful with one
 # fetch consumer.
 BUSY_SQL = """

@@ -61,9 +61,8 @@ def _until_stopped(consume: Callable[[], None]) -> None:
 def _settle_heap() -> None:
     """CKAN, its plugins and the configuration are loaded, and live as long as
     the consumer: keep the garbage collector from walking them again at every
-    full collection (``gc.freeze``; the fetch consumer's collections went from
-    about 0.7 ms to 0.23 ms per harvested dataset). Reference counting still
-    frees them, as anything else, when they are dropped."""
+    full collection (``gc.freeze``; figures in bench/README.rst). Reference
+    counting still frees them, as anything else, when they are dropped."""
     gc.collect()
     gc.freeze()
 
