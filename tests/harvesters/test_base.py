@@ -622,7 +622,9 @@ def _resources_by_id(package_id: str) -> dict[str, dict[str, Any]]:
     return {r["id"]: r for r in _package(package_id)["resources"]}
 
 
-def test_update_package_keeps_unchanged_resources_as_stored(harvester, remote_dict):
+@pytest.mark.parametrize("url_type", ["shown", "dropped"])
+def test_update_package_keeps_unchanged_resources_as_stored(harvester, remote_dict,
+                                                            url_type):
     first = _object(_job(_source(), started=_day(1)), guid="remote-guid")
     kept, edited, dropped = (str(uuid.uuid4()) for _ in range(3))
     remote = remote_dict(metadata_modified="2024-01-01T00:00:00", resources=[
@@ -635,12 +637,16 @@ def test_update_package_keeps_unchanged_resources_as_stored(harvester, remote_di
     assert harvester._create_or_update_package(remote, first, "package_show") is True
     before = _resources_by_id(remote["id"])
     # The remote's next version, as package_show serves it: the kept resource's
-    # metadata_modified is the remote's own, as in any harvested dict.
+    # metadata_modified is the remote's own, as in any harvested dict. The CKAN
+    # harvester drops url_type (None here) from every harvested resource.
+    kept_dict = dict(before[kept], metadata_modified="2024-01-01T00:00:00", position=0)
+    if url_type == "dropped":
+        assert kept_dict.pop("url_type") is None
     data = remote_dict(id=remote["id"], title="New title",
                        metadata_modified="2999-02-01T00:00:00", resources=[
         {"id": edited, "url": "http://remote.example.com/b2.csv", "name": "B",
          "format": "CSV", "metadata_modified": "2999-02-01T00:00:00"},
-        dict(before[kept], metadata_modified="2024-01-01T00:00:00", position=0),
+        kept_dict,
         {"id": None, "url": "http://remote.example.com/d.csv", "name": "D"},
     ])
 
@@ -670,6 +676,25 @@ def test_reuse_unchanged_resources_needs_every_stored_key():
     harvested["size"] = 3
     assert _package_helpers.reuse_unchanged_resources(data, existing) == 1
     assert data["resources"][0] is stored
+
+
+def test_reuse_unchanged_resources_takes_a_missing_column_for_its_stored_none():
+    stored = {"id": "r1", "url": "http://x/a", "url_type": None, "size": None,
+              "metadata_modified": "2024-01-02T00:00:00", "position": 0}
+    existing = {"id": "d", "title": "Old", "resources": [stored]}
+    harvested = {"id": "r1", "url": "http://x/a", "position": 0}
+    data = {"id": "d", "title": "New", "resources": [harvested]}
+
+    assert _package_helpers.reuse_unchanged_resources(data, existing) == 1
+    assert data["resources"][0] is stored
+
+    # A stored extra (not a column) missing from the harvested resource would be
+    # deleted by the save, and a stored value that is not None overwritten.
+    for key, value in (("an_extra", None), ("url_type", "upload")):
+        data["resources"] = [harvested]
+        existing["resources"] = [dict(stored, **{key: value})]
+        assert _package_helpers.reuse_unchanged_resources(data, existing) == 0
+        assert data["resources"][0] is harvested
 
 
 def test_reuse_unchanged_resources_not_when_package_update_would_write_nothing():

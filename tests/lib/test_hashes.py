@@ -92,3 +92,20 @@ def test_a_forced_job_is_flagged_in_redis_with_a_ttl() -> None:
     ttl = connect_to_redis().ttl(hashes.force_key(job.id))
     assert hashes.FORCE_TTL_SECONDS - 60 < ttl <= hashes.FORCE_TTL_SECONDS
     connect_to_redis().delete(hashes.force_key(job.id))
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+@pytest.mark.ckan_config("ckan.plugins", "harvest test_harvester")
+def test_a_jobs_flag_is_read_from_redis_once_per_process() -> None:
+    """A job is flagged when it is created, before any of its objects exists:
+    each consumer asks Redis once per job, not once per object."""
+    job = harvest_factories.HarvestJobObj()
+    assert hashes.is_forced(job.id) is False
+
+    connect_to_redis().set(hashes.force_key(job.id), "1")
+    try:
+        assert hashes.is_forced(job.id) is False  # as first answered
+        hashes.mark_forced(job.id)  # in this process: answered from now on
+        assert hashes.is_forced(job.id) is True
+    finally:
+        connect_to_redis().delete(hashes.force_key(job.id))

@@ -3,6 +3,7 @@ import stage knows from the dataset write itself (no query after it), agrees
 with the original's rule: ``updated`` when the dataset has another object."""
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -177,6 +178,36 @@ def test_an_import_writes_its_objects_row_once(harvester: ListHarvester,
     assert None not in (row.import_started, row.import_finished, row.fetch_finished,
                         row.metadata_modified_date)
     assert row.import_started <= row.import_finished
+
+
+def test_an_update_loads_its_datasets_row_once(harvester: ListHarvester,
+                                              org_id: str) -> None:
+    """The lookup of the local dataset loads its row into the session and keeps
+    it there: package_show and package_update find it, instead of loading it
+    again each (package_show drops its reference, the session then forgets it)."""
+    harvester.remote = _datasets(1, org_id)
+    source = _source(None)
+    _run(harvester, source)
+    loads: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if re.match(r"SELECT package\.id( AS package_id)?, package\.name\b",
+                    statement.lstrip()):
+            loads.append(statement)
+
+    harvester.remote["remote-0"] = dict(harvester.remote["remote-0"], title="Renamed",
+                                        metadata_modified="2025-01-01T00:00:00")
+    model.Session.remove()
+    sa.event.listen(model.meta.engine, "before_cursor_execute", count)
+    try:
+        second = _run(harvester, source)
+    finally:
+        sa.event.remove(model.meta.engine, "before_cursor_execute", count)
+
+    assert _statuses(second) == {"remote-0": "updated"}
+    assert len(loads) == 1
+    model.Session.remove()
+    assert model.Package.get("remote-0").title == "Renamed"
 
 
 def _object_of(job_id: str) -> str:

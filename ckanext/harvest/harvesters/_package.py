@@ -98,8 +98,7 @@ def _local_dataset_statement() -> Any:
     reference: Any = sa.bindparam("reference")
     latest = hashes.current_import(package.id)
     return (
-        sa.select(package.id, package.name, package.metadata_modified, package.state,
-                  latest.c.guid, latest.c.object_id, latest.c.content_hash,
+        sa.select(package, latest.c.guid, latest.c.object_id, latest.c.content_hash,
                   latest.c.recorded_modified,
                   removals.withdrawn_condition(package.id),
                   detaching.detached_source(package.id))
@@ -117,17 +116,25 @@ def local_dataset(reference: Optional[str]) -> Optional[LocalDataset]:
     when there is none): one query, for what would otherwise take five."""
     if not reference:
         return None
-    row = model.Session.execute(_local_dataset_statement(),
-                                {"reference": reference}).one_or_none()
+    session = model.Session()
+    row = session.execute(_local_dataset_statement(),
+                          {"reference": reference}).one_or_none()
     if row is None:
         return None
-    (package_id, name, modified, state, guid, object_id, content_hash, recorded,
-     withdrawn, detached) = row
+    (package, guid, object_id, content_hash, recorded, withdrawn, detached) = row
+    # Kept loaded (until the session ends, or the next call): package_show and
+    # package_update then find the row in the session. package_show drops its
+    # own reference, which would let the session forget the row.
+    session.info[_KEPT] = package
     previous = None
     if object_id is not None:
-        previous = hashes.PreviousImport(guid, package_id, object_id, content_hash,
-                                         recorded, modified, state)
-    return LocalDataset(package_id, name, bool(withdrawn), detached, previous)
+        previous = hashes.PreviousImport(guid, package.id, object_id, content_hash,
+                                         recorded, package.metadata_modified,
+                                         package.state)
+    return LocalDataset(package.id, package.name, bool(withdrawn), detached, previous)
+
+
+_KEPT = "ckanext.harvest.kept_package"
 
 
 #: The other objects of a dataset, which stop being current (only the rows
@@ -324,7 +331,7 @@ def reuse_unchanged_resources(data_dict: dict[str, Any], existing: dict[str, Any
         if local is None or local is resource:
             continue
         keys = (set(resource) | set(local)) - _RESOURCE_KEYS_SET_BY_CKAN
-        if all(k in resource and k in local and resource[k] == local[k] for k in keys):
+        if all(_same_resource_value(resource, local, k) for k in keys):
             resources[index] = local
             reused += 1
     if reused and _skipped_by_package_update(data_dict, existing):
@@ -333,6 +340,29 @@ def reuse_unchanged_resources(data_dict: dict[str, Any], existing: dict[str, Any
         resources[:] = harvested
         return 0
     return reused
+
+
+def _same_resource_value(harvested: dict[str, Any], stored: dict[str, Any],
+                         key: str) -> bool:
+    """Whether saving ``harvested`` would leave ``stored[key]`` as it is.
+
+    A key missing from the harvested resource leaves an empty (None) column of
+    the resource table empty: the harvesters drop ``url_type``, which a local
+    resource shows as None. A missing extra would be deleted instead.
+    """
+    if key in harvested and key in stored:
+        return bool(harvested[key] == stored[key])
+    return (key not in harvested and stored.get(key, _MISSING) is None
+            and key in _resource_columns())
+
+
+_MISSING = object()
+
+
+@functools.cache
+def _resource_columns() -> frozenset[str]:
+    """Names of the resource table's columns (the other keys are extras)."""
+    return frozenset(column.name for column in model.Resource.__table__.c)
 
 
 def _skipped_by_package_update(data_dict: dict[str, Any], existing: dict[str, Any]) -> bool:

@@ -348,13 +348,28 @@ def force_key(job_id: str) -> str:
     return "%s:ckanext-harvest:force:%s" % (config.get("ckan.site_id"), job_id)
 
 
+#: What :func:`is_forced` answered, by job id: a job is flagged when it is
+#: created, before its gather makes any object, so the answer for an object's
+#: job does not change (one Redis round trip per job and process, not per
+#: object). Emptied when it grows past :data:`_FORCED_CACHE_SIZE`.
+_forced: dict[str, bool] = {}
+_FORCED_CACHE_SIZE = 1000
+
+
 def mark_forced(job_id: str) -> None:
     """Flag a job as forced: its records are written whatever their hash."""
     connect_to_redis().set(force_key(job_id), "1", ex=FORCE_TTL_SECONDS)
+    _forced[job_id] = True
 
 
 def is_forced(job_id: Optional[str]) -> bool:
     """Whether a job was flagged by :func:`mark_forced` (within the TTL)."""
     if not job_id:
         return False
-    return bool(connect_to_redis().exists(force_key(job_id)))
+    forced = _forced.get(job_id)
+    if forced is None:
+        forced = bool(connect_to_redis().exists(force_key(job_id)))
+        if len(_forced) >= _FORCED_CACHE_SIZE:
+            _forced.clear()
+        _forced[job_id] = forced
+    return forced
