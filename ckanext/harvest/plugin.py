@@ -93,6 +93,16 @@ def _status_options(context: Any) -> dict[str, Any]:
     return wanted
 
 
+def _dataset_flushed(package: model.Package) -> None:
+    """A dataset was written (``IPackageController`` ``create``/``edit``, before
+    its indexing and commit): the object being imported is finished with it,
+    and the hash recorded (:mod:`ckanext.harvest.lib.stages`,
+    :mod:`ckanext.harvest.lib.hashes`)."""
+    extras = hashes.dataset_written(package)
+    if not stages.dataset_flushed(package, extras) and extras is not None:
+        hashes.add_import_extras(extras)
+
+
 def _is_harvest_source(data_dict: dict[str, Any]) -> bool:
     return data_dict.get("type") == DATASET_TYPE_NAME
 
@@ -241,12 +251,10 @@ class Harvest(p.SingletonPlugin, DefaultDatasetForm, DefaultTranslation):
     # IPackageController
 
     def create(self, entity: model.Package) -> None:
-        hashes.dataset_written(entity)
-        stages.dataset_flushed(entity)
+        _dataset_flushed(entity)
 
     def edit(self, entity: model.Package) -> None:
-        hashes.dataset_written(entity)
-        stages.dataset_flushed(entity)
+        _dataset_flushed(entity)
 
     def after_dataset_create(self, context: Any, data_dict: dict[str, Any]) -> None:
         if _is_harvest_source(data_dict) and not self.startup:

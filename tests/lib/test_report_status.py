@@ -148,14 +148,16 @@ def test_an_import_writes_its_objects_row_once(harvester: ListHarvester,
                                              org_id: str) -> None:
     """Besides its move to FETCH, the import of a dataset (created, then
     updated) writes its object's row with one statement: its move to IMPORT,
-    final state and import_finished together (the write's hook releases what
-    the write's first flushes would have written separately)."""
+    final state and import_finished together (the write's hook writes what
+    the write's first flushes would have written separately), with the hash
+    extras and, for an update, the previous object's ``current`` reset."""
     harvester.remote = _datasets(1, org_id)
     source = _source(None)
     writes: list[str] = []
 
     def count(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("UPDATE HARVEST_OBJECT "):
+        if re.search(r"(UPDATE harvest_object|INSERT INTO harvest_object_extra)\b",
+                     statement, re.IGNORECASE):
             writes.append(statement)
 
     sa.event.listen(model.meta.engine, "before_cursor_execute", count)
@@ -169,6 +171,10 @@ def test_an_import_writes_its_objects_row_once(harvester: ListHarvester,
         sa.event.remove(model.meta.engine, "before_cursor_execute", count)
 
     assert (created, len(writes) - created) == (2, 2)  # FETCH, then everything else
+    final_create, final_update = writes[created - 1], writes[-1]
+    assert "INSERT INTO harvest_object_extra" in final_create
+    assert "SET current = false" in final_update
+    assert "INSERT INTO harvest_object_extra" in final_update
     assert _statuses(first) == {"remote-0": "added"}
     assert _statuses(second) == {"remote-0": "updated"}
     row = _rows("SELECT state, current, package_id, import_started, import_finished,"

@@ -24,9 +24,8 @@ from typing import Any, Callable, Optional
 import sqlalchemy as sa
 from ckan import model
 from ckan.types import Context
-from sqlalchemy.orm.attributes import set_committed_value
 
-from ckanext.harvest.lib import detaching, hashes, removals
+from ckanext.harvest.lib import detaching, hashes, removals, stages
 from ckanext.harvest.model import HarvestObject
 
 __all__ = [
@@ -88,6 +87,9 @@ class LocalDataset:
     detached_from: Optional[str]
     #: Its current object and what that import recorded (None: no current object).
     previous: Optional[hashes.PreviousImport]
+    #: Whether it has objects besides the one being imported (its report status
+    #: is then ``updated``, else ``added``).
+    has_other_objects: bool = False
 
 
 @functools.cache
@@ -97,11 +99,13 @@ def _local_dataset_statement() -> Any:
     package = model.Package
     reference: Any = sa.bindparam("reference")
     latest = hashes.current_import(package.id)
+    others = sa.exists().where(HarvestObject.package_id == package.id,
+                               HarvestObject.id != sa.bindparam("object_id"))
     return (
         sa.select(package, latest.c.guid, latest.c.object_id, latest.c.content_hash,
                   latest.c.recorded_modified,
                   removals.withdrawn_condition(package.id),
-                  detaching.detached_source(package.id))
+                  detaching.detached_source(package.id), others)
         .outerjoin(latest, sa.true())
         .where((package.id == reference) | (package.name == reference))
         # The dataset with that id, else the one with that name (Package.get).
@@ -110,28 +114,33 @@ def _local_dataset_statement() -> Any:
     )
 
 
-def local_dataset(reference: Optional[str]) -> Optional[LocalDataset]:
+def local_dataset(reference: Optional[str],
+                  object_id: Optional[str] = None) -> Optional[LocalDataset]:
     """The dataset with id ``reference``, else name ``reference`` (as
-    ``Package.get``), with its withdrawal, detachment and last import (None
-    when there is none): one query, for what would otherwise take five."""
+    ``Package.get``), with its withdrawal, detachment, last import and whether
+    it has objects other than ``object_id`` (None when there is none): one
+    query, for what would otherwise take six."""
     if not reference:
         return None
     session = model.Session()
     row = session.execute(_local_dataset_statement(),
-                          {"reference": reference}).one_or_none()
+                          {"reference": reference, "object_id": object_id or ""},
+                          ).one_or_none()
     if row is None:
         return None
-    (package, guid, object_id, content_hash, recorded, withdrawn, detached) = row
+    (package, guid, current_id, content_hash, recorded, withdrawn, detached,
+     others) = row
     # Kept loaded (until the session ends, or the next call): package_show and
     # package_update then find the row in the session. package_show drops its
     # own reference, which would let the session forget the row.
     session.info[_KEPT] = package
     previous = None
-    if object_id is not None:
-        previous = hashes.PreviousImport(guid, package.id, object_id, content_hash,
+    if current_id is not None:
+        previous = hashes.PreviousImport(guid, package.id, current_id, content_hash,
                                          recorded, package.metadata_modified,
                                          package.state)
-    return LocalDataset(package.id, package.name, bool(withdrawn), detached, previous)
+    return LocalDataset(package.id, package.name, bool(withdrawn), detached, previous,
+                        bool(others))
 
 
 _KEPT = "ckanext.harvest.kept_package"
@@ -161,12 +170,7 @@ def make_current(harvest_object: HarvestObject, package_id: str) -> int:
     """
     others, _reset = model.Session.execute(_MAKE_CURRENT, {
         "package_id": package_id, "object_id": harvest_object.id}).one()
-    session = model.Session()
-    for loaded in list(session.identity_map.values()):
-        if (isinstance(loaded, HarvestObject) and loaded is not harvest_object
-                and loaded.__dict__.get("package_id") == package_id
-                and loaded.__dict__.get("current")):
-            set_committed_value(loaded, "current", False)  # as the row now is
+    stages.others_not_current(harvest_object, package_id)  # as the rows now are
     harvest_object.package_id = package_id
     harvest_object.current = True
     model.Session.add(harvest_object)

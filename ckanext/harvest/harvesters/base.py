@@ -340,7 +340,8 @@ class HarvesterBase(p.SingletonPlugin):
         default_lookup = self._default_lookup()
         # One query for what the import needs to know of the local dataset (for a
         # new dataset: that there is none, so nothing to restore or compare).
-        local = _package.local_dataset(package_dict.get("id")) if default_lookup else None
+        local = (_package.local_dataset(package_dict.get("id"), harvest_object.id)
+                 if default_lookup else None)
         if default_lookup:
             withdrawn = (local is not None and local.id == package_dict.get("id")
                          and local.withdrawn)
@@ -394,7 +395,9 @@ class HarvesterBase(p.SingletonPlugin):
             self._skipped(harvest_object)
             return False
         _package.record_remote_modified(harvest_object, package_dict)
-        self._update_package(context, package_dict, existing, harvest_object, form)
+        self._update_package(context, package_dict, existing, harvest_object, form,
+                             local=local if local is not None
+                             and local.id == existing["id"] else None)
         return True
 
     def _fast_verdict(self, package_dict: dict[str, Any], harvest_object: HarvestObject,
@@ -544,8 +547,14 @@ class HarvesterBase(p.SingletonPlugin):
         existing: dict[str, Any],
         harvest_object: HarvestObject,
         form: str,
+        *,
+        local: Optional[_package.LocalDataset] = None,
     ) -> None:
-        """Update the dataset and make ``harvest_object`` its current object."""
+        """Update the dataset and make ``harvest_object`` its current object.
+
+        ``local``: what :func:`._package.local_dataset` found of ``existing``
+        (then the other objects stop being current with the object's own
+        write, instead of a statement of their own before the update)."""
         log.info("Package with GUID %s exists and needs to be updated", harvest_object.guid)
         context["id"] = package_dict["id"]
         if self._default_lookup():
@@ -558,11 +567,20 @@ class HarvesterBase(p.SingletonPlugin):
         if self._default_lookup():
             # Unchanged resources are then kept as stored, not validated and saved again.
             _package.reuse_unchanged_resources(data_dict, existing)
-        # Written by the update's flush, and committed (or rolled back) with the
-        # dataset.
-        others = _package.make_current(harvest_object, package_dict["id"])
+        # Written with the update (the hook, else the next flush), and committed
+        # (or rolled back) with the dataset.
+        reset = None
+        if local is not None:
+            others = int(local.has_other_objects)
+            harvest_object.package_id = package_dict["id"]
+            harvest_object.current = True
+            model.Session.add(harvest_object)
+            reset = package_dict["id"]
+        else:
+            others = _package.make_current(harvest_object, package_dict["id"])
         with indexing.writing(harvest_object), \
-                stages.finishing(harvest_object, stages.written_status(others)):
+                stages.finishing(harvest_object, stages.written_status(others),
+                                 reset_others_of=reset):
             toolkit.get_action("package_update")(context, data_dict)
         stages.dataset_written(harvest_object, other_objects=others)
 

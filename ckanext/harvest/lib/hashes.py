@@ -52,9 +52,11 @@ from ckanext.harvest.model import (
 __all__ = [
     "FORCE_TTL_SECONDS",
     "HASH_KEY",
+    "ImportExtras",
     "LOCAL_MODIFIED_KEY",
     "PreviousImport",
     "Recording",
+    "add_import_extras",
     "adopt",
     "canonical",
     "create_objects",
@@ -238,7 +240,7 @@ def record_import(harvest_object: HarvestObject, content_hash: str,
     extras of the object just imported; any older values of the object go."""
     modified = model.Session.query(model.Package.metadata_modified).filter(
         model.Package.id == package_id).scalar()
-    _add_import_extras(harvest_object, content_hash, modified)
+    add_import_extras(_import_extras(harvest_object, content_hash, modified))
 
 
 @dataclasses.dataclass
@@ -269,33 +271,52 @@ def recording(harvest_object: HarvestObject,
         _pending.recording = None
 
 
-def dataset_written(package: model.Package) -> None:
+def dataset_written(package: model.Package) -> Optional[ImportExtras]:
     """Hook of ``package_create``/``package_update``, after their flush and before
-    their commit: record the pending hash of the dataset being harvested, with
-    the ``metadata_modified`` the dataset is about to be committed with."""
+    their commit: the extras recording the pending hash of the dataset being
+    harvested, with the ``metadata_modified`` the dataset is about to be
+    committed with (None: nothing to record). The caller writes them in the
+    dataset's transaction (:func:`ckanext.harvest.lib.stages.dataset_flushed`,
+    else :func:`add_import_extras`)."""
     pending: Optional[Recording] = getattr(_pending, "recording", None)
     if (pending is None or pending.done or pending.content_hash is None
             or pending.harvest_object.package_id != package.id
             or package.metadata_modified is None):
-        return
-    _add_import_extras(pending.harvest_object, pending.content_hash,
-                       package.metadata_modified)
+        return None
     pending.done = True
+    return _import_extras(pending.harvest_object, pending.content_hash,
+                          package.metadata_modified)
 
 
-def _add_import_extras(harvest_object: HarvestObject, content_hash: str,
-                       modified: Optional[datetime.datetime]) -> None:
-    if harvest_object.import_finished is not None:  # imported before: re-import
+@dataclasses.dataclass(frozen=True)
+class ImportExtras:
+    """The extras an import records on its object (:func:`dataset_written`)."""
+
+    harvest_object: HarvestObject
+    #: ``(key, value)`` of each extra.
+    rows: tuple[tuple[str, Optional[str]], ...]
+    #: The object was imported before: its extras of these keys go first.
+    replace: bool
+
+
+def _import_extras(harvest_object: HarvestObject, content_hash: str,
+                   modified: Optional[datetime.datetime]) -> ImportExtras:
+    return ImportExtras(harvest_object,
+                        ((HASH_KEY, content_hash), (LOCAL_MODIFIED_KEY, _isoformat(modified))),
+                        replace=harvest_object.import_finished is not None)
+
+
+def add_import_extras(extras: ImportExtras) -> None:
+    """Add (not commit) ``extras`` to the session."""
+    harvest_object = extras.harvest_object
+    if extras.replace:  # imported before: re-import
         model.Session.query(HarvestObjectExtra).filter(
             HarvestObjectExtra.harvest_object_id == harvest_object.id,
-            HarvestObjectExtra.key.in_((HASH_KEY, LOCAL_MODIFIED_KEY)),
+            HarvestObjectExtra.key.in_([key for key, _value in extras.rows]),
         ).delete(synchronize_session=False)
     model.Session.add_all([
-        HarvestObjectExtra(harvest_object_id=harvest_object.id, key=HASH_KEY,
-                           value=content_hash),
-        HarvestObjectExtra(harvest_object_id=harvest_object.id, key=LOCAL_MODIFIED_KEY,
-                           value=_isoformat(modified)),
-    ])
+        HarvestObjectExtra(harvest_object_id=harvest_object.id, key=key, value=value)
+        for key, value in extras.rows])
 
 
 # --- gathering with hashes --------------------------------------------------------

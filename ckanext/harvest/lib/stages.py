@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import sqlalchemy as sa
 from ckan import model
+from ckan.model.types import make_uuid
 from sqlalchemy.orm.attributes import flag_modified, set_committed_value
 
 from ckanext.harvest.interfaces import IHarvester
@@ -91,8 +92,32 @@ _finishing = threading.local()
 _finished_with_dataset: weakref.WeakSet[HarvestObject] = weakref.WeakSet()
 
 
+#: The other objects of a dataset stop being current (only those that are).
+_RESET_OTHERS = ("UPDATE harvest_object SET current = false"
+                 " WHERE package_id = :package_id AND current AND id <> :object_id")
+
+
+def others_not_current(obj: HarvestObject, package_id: str) -> None:
+    """The objects of dataset ``package_id`` other than ``obj`` that the session
+    holds as current are not any more, as their rows (after a reset)."""
+    for loaded in list(model.Session().identity_map.values()):
+        if (isinstance(loaded, HarvestObject) and loaded is not obj
+                and loaded.__dict__.get("package_id") == package_id
+                and loaded.__dict__.get("current")):
+            set_committed_value(loaded, "current", False)
+
+
+def reset_others(obj: HarvestObject, package_id: str) -> None:
+    """Make the other objects of dataset ``package_id`` not current (one
+    statement, not committed)."""
+    model.Session.execute(sa.text(_RESET_OTHERS),
+                          {"package_id": package_id, "object_id": obj.id})
+    others_not_current(obj, package_id)
+
+
 @contextmanager
-def finishing(obj: HarvestObject, report_status: str) -> Iterator[None]:
+def finishing(obj: HarvestObject, report_status: str, *,
+              reset_others_of: Optional[str] = None) -> Iterator[None]:
     """While the dataset of ``obj`` (its current object, ``package_id`` set) is
     created or updated: ``obj`` is given its final state (``COMPLETE``,
     ``report_status``) first; the plugin's ``IPackageController`` hooks call
@@ -103,25 +128,33 @@ def finishing(obj: HarvestObject, report_status: str) -> Iterator[None]:
 
     What the object has to write (its move to ``IMPORT``, its final state ...)
     is held back from the write's first flushes and released by the hook: the
-    object's row is written once, with ``import_finished``, by the flush that
-    follows the hook. When no hook runs (``package_update`` found nothing to
-    change) or the write raises, the changes are released on the way out, and
-    a raising write gives the object back what it had (unless a rollback
-    reloaded it)."""
+    object's row is written once, with ``import_finished``, by the hook (one
+    statement, with the hash extras it is given and, with
+    ``reset_others_of``, the reset of the other objects of that dataset that
+    are current). When no hook runs (``package_update`` found nothing to
+    change) or the write raises, the changes are released on the way out
+    (the next flush writes them, and the reset is made then unless the write
+    raised), and a raising write gives the object back what it had (unless a
+    rollback reloaded it)."""
     before = (obj.state, obj.report_status)
-    previous = getattr(_finishing, "obj", None), getattr(_finishing, "held", ())
+    previous = (getattr(_finishing, "obj", None), getattr(_finishing, "held", ()),
+                getattr(_finishing, "reset", None))
     obj.state = ObjectState.COMPLETE.value
     obj.report_status = report_status
     _finishing.obj, _finishing.held = obj, _hold(obj)
+    _finishing.reset = reset_others_of
     try:
         yield
     except BaseException:
         if not sa.inspect(obj).unloaded.intersection(("state", "report_status")):
             obj.state, obj.report_status = before
         raise
+    else:
+        if _finishing.reset is not None:  # no hook wrote the object
+            reset_others(obj, _finishing.reset)
     finally:
         _release(obj)
-        _finishing.obj, _finishing.held = previous
+        _finishing.obj, _finishing.held, _finishing.reset = previous
 
 
 def _hold(obj: HarvestObject) -> tuple[str, ...]:
@@ -151,14 +184,76 @@ def _release(obj: HarvestObject) -> None:
             flag_modified(obj, key)
 
 
-def dataset_flushed(package: Any) -> None:
+def dataset_flushed(package: Any, extras: Any = None) -> bool:
     """Hook of ``package_create``/``package_update``, after their flush and before
-    their indexing and commit (see :func:`finishing`)."""
+    their indexing and commit (see :func:`finishing`): the object being
+    finished with ``package`` is written now, in the dataset's transaction.
+
+    :param extras: extras to write with it (``harvest_object``, ``rows`` of
+        ``(key, value)``, ``replace``: delete its extras of those keys first),
+        e.g. :class:`ckanext.harvest.lib.hashes.ImportExtras`
+    :returns: whether ``extras`` were written (the caller adds them otherwise)
+    """
     obj: Optional[HarvestObject] = getattr(_finishing, "obj", None)
-    if obj is not None and obj.package_id == package.id:
-        obj.import_finished = utcnow()
-        _release(obj)
-        _finished_with_dataset.add(obj)
+    if obj is None or obj.package_id != package.id:
+        return False
+    obj.import_finished = utcnow()
+    _finished_with_dataset.add(obj)
+    if not sa.inspect(obj).persistent:
+        _release(obj)  # its INSERT is the next flush's
+        return False
+    if extras is not None and extras.harvest_object is not obj:
+        extras = None
+    _write_object(obj, extras)
+    return extras is not None
+
+
+def _write_object(obj: HarvestObject, extras: Any) -> None:
+    """Write the held and pending column changes of ``obj`` (persistent), with
+    the pending reset of the other objects of its dataset and ``extras``:
+    one statement (the unit of work of the commit's flush took longer than
+    the statement itself, and the reset was a round trip of its own)."""
+    state: Any = sa.inspect(obj)
+    held, _finishing.held = getattr(_finishing, "held", ()), ()
+    columns = state.mapper.column_attrs
+    keys = [key for key in dict.fromkeys((*held, *state.committed_state))
+            if key in columns and key in state.dict]
+    values = {key: state.dict[key] for key in keys}
+    params: dict[str, Any] = {"object_id": obj.id}
+    parts = []
+    reset, _finishing.reset = getattr(_finishing, "reset", None), None
+    if reset is not None:
+        parts.append("reset AS (%s)" % _RESET_OTHERS)
+        params["package_id"] = reset
+    if extras is not None and extras.rows:
+        if extras.replace:
+            parts.append("old AS (DELETE FROM harvest_object_extra WHERE"
+                         " harvest_object_id = :object_id AND key IN :old_keys)")
+            params["old_keys"] = tuple(key for key, _value in extras.rows)
+        rows = []
+        for number, (key, value) in enumerate(extras.rows):
+            rows.append("(:x%d_id, :object_id, :x%d_key, :x%d_value)"
+                        % (number, number, number))
+            params.update({"x%d_id" % number: make_uuid(), "x%d_key" % number: key,
+                           "x%d_value" % number: value})
+        parts.append("extras AS (INSERT INTO harvest_object_extra"
+                     " (id, harvest_object_id, key, value) VALUES %s)" % ", ".join(rows))
+    if keys:
+        assignments = ", ".join("%s = :v_%s" % (columns[key].columns[0].name, key)
+                                for key in keys)
+        params.update({"v_%s" % key: value for key, value in values.items()})
+        main = "UPDATE harvest_object SET %s WHERE id = :object_id" % assignments
+    else:
+        main = "SELECT 1"
+    sql = ("WITH %s %s" % (", ".join(parts), main)) if parts else main
+    statement = sa.text(sql)
+    if "old_keys" in params:
+        statement = statement.bindparams(sa.bindparam("old_keys", expanding=True))
+    model.Session.execute(statement, params)
+    for key, value in values.items():
+        set_committed_value(obj, key, value)
+    if reset is not None:
+        others_not_current(obj, reset)
 
 
 def _committed_with_dataset(obj: HarvestObject) -> bool:
