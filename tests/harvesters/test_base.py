@@ -652,6 +652,8 @@ def test_update_package_keeps_unchanged_resources_as_stored(harvester, remote_di
 
     assert harvester._create_or_update_package(
         data, _next_object(first), "package_show") is True
+    # The lookup kept the dataset's row loaded for the update, not beyond it.
+    assert not model.Session().info.get("ckanext.harvest.kept_package")
 
     after = _resources_by_id(remote["id"])
     assert dropped not in after

@@ -38,6 +38,7 @@ __all__ = [
     "imported_modified",
     "is_newer",
     "local_dataset",
+    "release_loaded",
     "make_current",
     "names_starting_with",
     "parse_modified",
@@ -130,9 +131,9 @@ def local_dataset(reference: Optional[str],
         return None
     (package, guid, current_id, content_hash, recorded, withdrawn, detached,
      others) = row
-    # Kept loaded (until the session ends, or the next call): package_show and
-    # package_update then find the row in the session. package_show drops its
-    # own reference, which would let the session forget the row.
+    # Kept loaded until release_loaded (the end of the import): package_show
+    # and package_update then find the row in the session. package_show drops
+    # its own reference, which would let the session forget the row.
     session.info[_KEPT] = package
     previous = None
     if current_id is not None:
@@ -144,6 +145,11 @@ def local_dataset(reference: Optional[str],
 
 
 _KEPT = "ckanext.harvest.kept_package"
+
+
+def release_loaded() -> None:
+    """Drop the reference :func:`local_dataset` keeps to the dataset's row."""
+    model.Session().info.pop(_KEPT, None)
 
 
 #: The other objects of a dataset, which stop being current (only the rows

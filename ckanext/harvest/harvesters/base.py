@@ -328,6 +328,10 @@ class HarvesterBase(p.SingletonPlugin):
             model.Session.rollback()
             log.exception("Could not import harvest object %s", harvest_object.id)
             self._save_object_error("%r" % e, harvest_object, IMPORT_STAGE)
+        finally:
+            # The session may outlive the import: it must not keep the dataset's
+            # row loaded (as the import left it) for whoever reads it next.
+            _package.release_loaded()
         return None
 
     def _write_package(
