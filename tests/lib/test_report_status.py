@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from ckan import model
+from ckan.plugins import toolkit
 from ckan.tests import factories, helpers
 
 from ckanext.harvest.lib import stages
@@ -211,7 +212,8 @@ def test_an_update_loads_its_datasets_row_once(harvester: ListHarvester,
         sa.event.remove(model.meta.engine, "before_cursor_execute", count)
 
     assert _statuses(second) == {"remote-0": "updated"}
-    assert len(loads) == 1
+    # CKAN 2.11's package_update loads the row by its id once more.
+    assert len(loads) == (1 if toolkit.check_ckan_version(min_version="2.12") else 2)
     model.Session.remove()
     assert model.Package.get("remote-0").title == "Renamed"
 
