@@ -38,11 +38,11 @@ __all__ = [
     "imported_modified",
     "is_newer",
     "local_dataset",
-    "release_loaded",
     "make_current",
     "names_starting_with",
     "parse_modified",
     "record_remote_modified",
+    "release_loaded",
     "rest_to_action_dict",
     "reuse_unchanged_resources",
 ]
